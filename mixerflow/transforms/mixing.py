@@ -1,0 +1,95 @@
+"""Row-wise flows: one flow step applied to every row of a ``(B, R, L)`` tensor."""
+
+import warnings
+
+import torch
+from nflows.transforms.base import CompositeTransform, Transform
+from nflows.transforms.lu import LULinear
+from nflows.transforms.normalization import ActNorm
+from nflows.transforms.permutations import RandomPermutation
+from torch import nn
+
+from mixerflow.transforms.coupling import make_coupling
+
+LINEAR_MAPS = ("lu", "permutation")
+
+# nflows' LULinear.inverse still calls torch.triangular_solve; the result is correct.
+warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated")
+
+
+class RowWise(Transform):
+    """Apply ``transform`` to each of the ``R`` rows of ``(B, R, L)``, one set of weights.
+
+    The rows are folded into the batch (``(B·R, L)``) and the per-row log-dets are
+    summed back per example. With ``context_features > 0`` each row gets a learned
+    position embedding as the coupling conditioners' context.
+    """
+
+    def __init__(self, transform: Transform, num_rows: int, context_features: int = 0):
+        super().__init__()
+        self.transform = transform
+        self.num_rows = num_rows
+        self.position = (
+            nn.Parameter(torch.randn(num_rows, context_features)) if context_features else None
+        )
+
+    def _fold(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, rows, length = inputs.shape
+        if rows != self.num_rows:
+            raise ValueError(f"expected {self.num_rows} rows, got {rows}")
+        context = None
+        if self.position is not None:
+            context = self.position.expand(batch, -1, -1).reshape(batch * rows, -1)
+        return inputs.reshape(batch * rows, length), context
+
+    def _unfold(self, outputs, logabsdet, shape):
+        return outputs.reshape(shape), logabsdet.reshape(shape[0], shape[1]).sum(dim=1)
+
+    def forward(self, inputs, context=None):
+        flat, row_context = self._fold(inputs)
+        outputs, logabsdet = self.transform(flat, row_context)
+        return self._unfold(outputs, logabsdet, inputs.shape)
+
+    def inverse(self, inputs, context=None):
+        flat, row_context = self._fold(inputs)
+        outputs, logabsdet = self.transform.inverse(flat, row_context)
+        return self._unfold(outputs, logabsdet, inputs.shape)
+
+
+def flow_step(
+    features: int,
+    *,
+    coupling: str,
+    couplings: int,
+    hidden_features: int,
+    hidden_layers: int = 2,
+    linear: str = "lu",
+    context_features: int = 0,
+    num_bins: int = 8,
+    tail_bound: float = 4.0,
+) -> CompositeTransform:
+    """ActNorm -> LU linear map (or fixed permutation) -> ``couplings`` complementary couplings.
+
+    Acts on ``(N, features)``.
+    """
+    if linear == "lu":
+        mixer: Transform = LULinear(features, identity_init=True)
+    elif linear == "permutation":
+        mixer = RandomPermutation(features)
+    else:
+        raise ValueError(f"unknown linear map {linear!r}; choose one of {', '.join(LINEAR_MAPS)}")
+    layers: list[Transform] = [ActNorm(features), mixer]
+    for i in range(couplings):
+        layers.append(
+            make_coupling(
+                coupling,
+                features,
+                even=i % 2 == 0,
+                hidden_features=hidden_features,
+                hidden_layers=hidden_layers,
+                context_features=context_features,
+                num_bins=num_bins,
+                tail_bound=tail_bound,
+            )
+        )
+    return CompositeTransform(layers)
