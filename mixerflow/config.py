@@ -1,0 +1,219 @@
+"""Run configuration: dataclasses loaded from YAML plus ``key.sub=value`` overrides.
+
+Unknown keys and bad values raise :class:`~mixerflow.errors.UserError` naming the key.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixerflow.errors import UserError
+from mixerflow.transforms.coupling import COUPLINGS
+from mixerflow.transforms.mixing import LINEAR_MAPS
+
+MODEL_KINDS = ("mixerflow",)
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+WANDB_MODES = ("offline", "online", "disabled")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Which images: a named data set, ``npz:DIR`` (train.npz/test.npz) or ``folder:DIR``."""
+
+    name: str = "digits"
+    root: str | None = None  # local copies; else $MIXERFLOW_DATA, else ./data
+    val_size: int = 5000  # images carved from train (fixed split) for validation
+    download: bool = False  # torchvision data sets only; never implicit
+    image_size: int | None = None  # folder:DIR only: resize to this square size
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "mixerflow"
+    patch_size: int = 4
+    blocks: int = 6
+    channel_hidden: int = 128  # width of the channel-mixing conditioner MLPs
+    patch_hidden: int = 128  # width of the patch-mixing conditioner MLPs
+    hidden_layers: int = 2
+    coupling: str = "affine"
+    couplings: int = 2  # coupling layers per mixing step
+    linear: str = "lu"
+    shift: bool = True
+    position_context: bool = False
+    context_features: int = 8
+    num_bins: int = 8  # rq-spline only
+    tail_bound: float = 4.0  # rq-spline only
+    alpha: float = 0.05  # logit margin
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    max_minutes: float | None = None  # stop (and anneal) by wall clock, whichever comes first
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 50.0
+    init_batch_size: int = 512  # ActNorm data-dependent initialisation
+    eval_every: int = 500
+    eval_batch_size: int = 500
+    log_every: int = 25
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class LogConfig:
+    out_dir: str = "runs/run"
+    wandb: str = "offline"  # WANDB_MODE, when set, wins
+    project: str = "mixerflow"
+    num_samples: int = 64
+    temperature: float = 0.7
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field's type (int, float, bool, str, or X | None)."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    if options:
+        if value is None and type(None) in options:
+            return None
+        annotation = next(t for t in options if t is not type(None))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"config key {key!r} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"config key {key!r} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"config key {key!r} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"config key {key!r} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {annotation!r} for {key!r}")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown config key {prefix + str(unknown[0])!r}")
+    kwargs = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hints[name], prefix + name)
+    return cls(**kwargs)
+
+
+def _apply_override(tree: dict, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise UserError(f"override {override!r} is not of the form key.sub=value")
+    *sections, leaf = key.split(".")
+    node = tree
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {override!r}: {section!r} is not a section")
+    node[leaf] = yaml.safe_load(raw) if raw else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read ``path`` (YAML; none means defaults), apply ``key.sub=value`` overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {str(path)!r} not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"config file {str(path)!r} is not valid YAML ({err})") from None
+    for override in overrides:
+        _apply_override(tree, override)
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(tree: dict) -> Config:
+    """The inverse of :meth:`Config.to_dict` (used for checkpoints), validated."""
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise UserError(f"config key {key!r} {message}")
+
+
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Range and choice checks that the types alone do not express."""
+    d, m, t, lg = cfg.data, cfg.model, cfg.train, cfg.log
+    named = d.name in DATASETS or d.name.startswith(("npz:", "folder:"))
+    _require(named, "data.name", f"must be one of {', '.join(DATASETS)}, npz:DIR or folder:DIR")
+    _require(d.val_size >= 1, "data.val_size", "must be at least 1")
+    _require(d.image_size is None or d.image_size >= 2, "data.image_size", "must be at least 2")
+    _choice(m.kind, "model.kind", MODEL_KINDS)
+    _choice(m.coupling, "model.coupling", COUPLINGS)
+    _choice(m.linear, "model.linear", LINEAR_MAPS)
+    for key in ("patch_size", "blocks", "channel_hidden", "patch_hidden", "couplings",
+                "context_features", "num_bins"):
+        _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
+    _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
+    _require(m.tail_bound > 0, "model.tail_bound", "must be positive")
+    _require(0 <= m.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
+    for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every",
+                "checkpoint_every", "init_batch_size"):
+        _require(getattr(t, key) >= 1, f"train.{key}", "must be at least 1")
+    _require(t.warmup_steps >= 0, "train.warmup_steps", "must be at least 0")
+    _require(t.lr > 0, "train.lr", "must be positive")
+    _require(t.grad_clip > 0, "train.grad_clip", "must be positive")
+    _require(t.weight_decay >= 0, "train.weight_decay", "must be at least 0")
+    _require(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be positive")
+    _require(t.threads is None or t.threads >= 1, "train.threads", "must be at least 1")
+    _choice(t.precision, "train.precision", PRECISIONS)
+    _require(
+        t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+        "train.device",
+        f"must be auto, cpu, cuda or cuda:N; got {t.device!r}",
+    )
+    _choice(lg.wandb, "log.wandb", WANDB_MODES)
+    _require(lg.num_samples >= 1, "log.num_samples", "must be at least 1")
+    _require(lg.temperature >= 0, "log.temperature", "must be at least 0")

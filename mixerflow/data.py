@@ -1,0 +1,196 @@
+"""Image data sets as uint8 tensors ``(N, C, H, W)`` with labels, and their fixed splits.
+
+Sources: scikit-learn's bundled 8x8 digits (offline, 17 levels); MNIST and
+FashionMNIST (torchvision's ``raw/`` idx files, gzipped or not); CIFAR-10
+(``cifar10/{train,test}.npz`` or torchvision's python pickles); any
+``npz:DIR`` holding ``train.npz``/``test.npz`` in the downsampled-ImageNet format
+(``data`` N x 3·s·s uint8 CHW rows + ``labels``); and ``folder:DIR`` with
+``train/<class>/*`` and ``test/<class>/*`` images. Nothing is downloaded unless
+``data.download`` is set.
+"""
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mixerflow.errors import UserError
+
+SPLIT_SEED = 20240601  # fixes the validation split independently of the training seed
+
+
+@dataclass
+class ImageSet:
+    """``images`` uint8 ``(N, C, H, W)`` in ``{0, …, num_levels-1}``; ``labels`` int64 ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class Splits:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    num_levels: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def data_root(root: str | None) -> Path:
+    """The folder that holds local data: ``root``, else ``$MIXERFLOW_DATA``, else ``./data``."""
+    return Path(root or os.environ.get("MIXERFLOW_DATA") or "data")
+
+
+def _as_set(images: np.ndarray, labels: np.ndarray) -> ImageSet:
+    return ImageSet(
+        torch.from_numpy(np.array(images, dtype=np.uint8)),
+        torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+    )
+
+
+def _digits() -> tuple[ImageSet, ImageSet]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[:, None]  # values 0..16
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
+    test, train = order[:360], order[360:]
+    return _as_set(images[train], bunch.target[train]), _as_set(images[test], bunch.target[test])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_file(raw_dir: Path, stem: str) -> Path:
+    for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"{stem}[.gz] not found in {raw_dir}; point --data-root (or MIXERFLOW_DATA) at a "
+        "folder holding torchvision's layout, or set data.download=true"
+    )
+
+
+def _mnist_like(root: Path, folder: str, download: bool) -> tuple[ImageSet, ImageSet]:
+    raw_dir = root / folder / "raw"
+    if download:
+        import torchvision
+
+        dataset_cls = getattr(torchvision.datasets, folder)
+        for train in (True, False):
+            dataset_cls(str(root), train=train, download=True)
+    sets = []
+    for prefix in ("train", "t10k"):
+        images = _read_idx(_idx_file(raw_dir, f"{prefix}-images-idx3-ubyte"))
+        labels = _read_idx(_idx_file(raw_dir, f"{prefix}-labels-idx1-ubyte"))
+        sets.append(_as_set(images[:, None], labels))
+    return sets[0], sets[1]
+
+
+def _npz_split(path: Path) -> ImageSet:
+    try:
+        with np.load(path) as archive:
+            data, labels = archive["data"], archive["labels"]
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{path} is not an image .npz with 'data' and 'labels' ({err})") from None
+    side = int(round((data.shape[1] / 3) ** 0.5))
+    if data.ndim != 2 or 3 * side * side != data.shape[1]:
+        raise UserError(f"{path}: rows of {data.shape[1]} values are not 3 x s x s images")
+    return _as_set(data.reshape(-1, 3, side, side), labels)
+
+
+def _npz_dir(folder: Path) -> tuple[ImageSet, ImageSet]:
+    paths = [folder / "train.npz", folder / "test.npz"]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path} not found; expected train.npz and test.npz in {folder}")
+    return _npz_split(paths[0]), _npz_split(paths[1])
+
+
+def _cifar10(root: Path, download: bool) -> tuple[ImageSet, ImageSet]:
+    if (root / "cifar10" / "train.npz").is_file():
+        return _npz_dir(root / "cifar10")
+    import torchvision
+
+    pickles = root / "cifar-10-batches-py"
+    if not pickles.is_dir() and not download:
+        raise UserError(
+            f"CIFAR-10 not found: neither {root / 'cifar10'}/{{train,test}}.npz nor {pickles}; "
+            "pass --data-root (or MIXERFLOW_DATA), or set data.download=true"
+        )
+    sets = []
+    for train in (True, False):
+        ds = torchvision.datasets.CIFAR10(str(root), train=train, download=download)
+        sets.append(_as_set(ds.data.transpose(0, 3, 1, 2), ds.targets))
+    return sets[0], sets[1]
+
+
+def _folder_split(folder: Path, image_size: int | None) -> ImageSet:
+    import torchvision
+    from torchvision.transforms import v2
+
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder} not found (expected train/ and test/ inside)")
+    steps = [v2.PILToTensor()]
+    if image_size:
+        steps.insert(0, v2.Resize((image_size, image_size)))
+    dataset = torchvision.datasets.ImageFolder(str(folder), transform=v2.Compose(steps))
+    images = [image for image, _ in dataset]
+    if len({tuple(image.shape) for image in images}) > 1:
+        raise UserError(f"images in {folder} differ in size or mode; set data.image_size")
+    return ImageSet(torch.stack(images), torch.tensor(dataset.targets, dtype=torch.int64))
+
+
+def load_train_test(cfg) -> tuple[ImageSet, ImageSet, int]:
+    """Train and test sets plus the number of levels, for a :class:`DataConfig`."""
+    root = data_root(cfg.root)
+    if cfg.name == "digits":
+        return (*_digits(), 17)
+    if cfg.name == "mnist":
+        return (*_mnist_like(root, "MNIST", cfg.download), 256)
+    if cfg.name == "fashion_mnist":
+        return (*_mnist_like(root, "FashionMNIST", cfg.download), 256)
+    if cfg.name == "cifar10":
+        return (*_cifar10(root, cfg.download), 256)
+    if cfg.name.startswith("npz:"):
+        return (*_npz_dir(Path(cfg.name[4:])), 256)
+    if cfg.name.startswith("folder:"):
+        folder = Path(cfg.name[7:])
+        train = _folder_split(folder / "train", cfg.image_size)
+        return train, _folder_split(folder / "test", cfg.image_size), 256
+    raise UserError(f"unknown data set {cfg.name!r}")
+
+
+def load_splits(cfg) -> Splits:
+    """Train / validation / test for a :class:`~mixerflow.config.DataConfig`.
+
+    The validation images are a fixed random subset of train (same for every run).
+    """
+    train, test, num_levels = load_train_test(cfg)
+    if cfg.val_size >= len(train):
+        raise UserError(
+            f"config key 'data.val_size' ({cfg.val_size}) must be below the "
+            f"{len(train)} training images"
+        )
+    order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(train)))
+    val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
+
+    def subset(idx: torch.Tensor) -> ImageSet:
+        return ImageSet(train.images[idx], train.labels[idx])
+
+    return Splits(subset(train_idx), subset(val_idx), test, num_levels)
