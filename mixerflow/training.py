@@ -1,0 +1,223 @@
+"""The training loop: bits/dim objective, evaluation, checkpoints, resume, logging.
+
+``train(cfg)`` reads top to bottom: data -> model -> ActNorm init -> steps (with
+periodic validation and checkpoints) -> final test bits/dim -> sample grid.
+"""
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from mixerflow.checkpoint import (
+    atomic_write,
+    flow_from_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from mixerflow.config import Config
+from mixerflow.data import ImageSet, load_splits
+from mixerflow.errors import UserError
+from mixerflow.models.flow import ImageFlow, build_model
+from mixerflow.runlog import RunLog
+from mixerflow.sampling import save_grid
+
+EVAL_SEED = 12345  # fixed dequantization noise, so an evaluation can be repeated exactly
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"config key 'train.device' is {name!r} but no CUDA device is available")
+    return device
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast for the conditioner MLPs on CUDA (``auto``/``bf16``); fp32 otherwise."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def evaluate_bpd(
+    flow: ImageFlow, data: ImageSet, batch_size: int, seed: int = EVAL_SEED
+) -> tuple[float, float]:
+    """Mean bits/dim over every image of ``data`` and its standard error (fresh uniform noise)."""
+    was_training = flow.training
+    flow.eval()
+    device = next(flow.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for start in range(0, len(data), batch_size):
+        batch = data.images[start : start + batch_size].to(device)
+        values.append(flow.bpd(batch, generator=generator).double().cpu())
+    flow.train(was_training)
+    bpd = torch.cat(values)
+    return bpd.mean().item(), (bpd.std() / math.sqrt(len(bpd))).item()
+
+
+@torch.no_grad()
+def initialize_actnorm(flow: ImageFlow, data: ImageSet, size: int, device) -> None:
+    """ActNorm data-dependent init: one training-mode forward pass on ``size`` images."""
+    idx = torch.randperm(len(data))[:size]
+    flow.train()
+    flow.bpd(data.images[idx].to(device))
+
+
+def learning_rate(cfg: Config, step: int, elapsed: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 over the run's budget."""
+    t = cfg.train
+    progress = step / t.steps
+    if t.max_minutes is not None:
+        progress = max(progress, elapsed / (60 * t.max_minutes))
+    warmup = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+    return t.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    elapsed: float = 0.0  # seconds spent in training steps (evaluation excluded)
+
+    def done(self, cfg: Config) -> bool:
+        budget = cfg.train.max_minutes
+        out_of_time = budget is not None and self.elapsed >= 60 * budget
+        return self.step >= cfg.train.steps or out_of_time
+
+
+def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
+    for section in ("data", "model"):
+        ours, theirs = getattr(cfg, section).__dict__, getattr(saved, section).__dict__
+        for key in ours:
+            if ours[key] != theirs[key]:
+                raise UserError(
+                    f"--resume: {section}.{key} is {ours[key]!r} but {path} was trained "
+                    f"with {theirs[key]!r}"
+                )
+
+
+def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train the model ``cfg`` describes; returns the final metrics (test bits/dim …)."""
+    run_dir = Path(cfg.log.out_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise UserError(
+            f"{ckpt_path} already exists; pass --resume to continue that run "
+            "or set log.out_dir=... for a new one"
+        )
+    if resume and not ckpt_path.exists():
+        raise UserError(f"--resume: no checkpoint at {ckpt_path}")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    splits = load_splits(cfg.data)
+
+    progress = Progress()
+    if resume:
+        payload = read_checkpoint(ckpt_path)
+        flow, saved_cfg = flow_from_checkpoint(payload)
+        _check_same_run(cfg, saved_cfg, ckpt_path)
+        flow.to(device)
+    else:
+        flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
+        initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
+    optimizer = torch.optim.Adam(
+        flow.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
+    if resume:
+        optimizer.load_state_dict(payload["optimizer"])
+        progress = Progress(payload["step"], payload["elapsed"])
+        torch.set_rng_state(payload["rng"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path, flow, cfg, optimizer=optimizer.state_dict(), step=progress.step,
+            elapsed=progress.elapsed, rng=torch.get_rng_state(),
+        )
+
+    num_params = sum(p.numel() for p in flow.parameters())
+    print(f"{cfg.model.kind}: {num_params:,} parameters; {len(splits.train)} train images "
+          f"{splits.image_shape} on {device}")
+    log = RunLog(run_dir, cfg)
+    objective = torch.compile(flow) if cfg.train.compile else flow
+    bar = tqdm(total=cfg.train.steps, initial=progress.step, disable=not show_progress,
+               dynamic_ncols=True)
+    window_images, window_time, last_bpd = 0, 0.0, float("nan")
+    try:
+        while not progress.done(cfg):
+            start = time.perf_counter()
+            lr = learning_rate(cfg, progress.step, progress.elapsed)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(len(splits.train), (cfg.train.batch_size,))
+            batch = splits.train.images[idx].to(device, non_blocking=True)
+            flow.train()
+            with autocast_for(device, cfg.train.precision):
+                loss = objective(batch).mean()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training diverged at step {progress.step} (loss {loss})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            spent = time.perf_counter() - start
+            progress.step += 1
+            progress.elapsed += spent
+            window_images += batch.shape[0]
+            window_time += spent
+            bar.update(1)
+            if progress.step % cfg.train.log_every == 0:
+                last_bpd = loss.item()
+                speed = window_images / window_time
+                bar.set_postfix(bpd=f"{last_bpd:.3f}", img_s=f"{speed:.0f}")
+                log.log({"step": progress.step, "train_bpd": last_bpd, "lr": lr,
+                         "grad_norm": grad_norm.item(), "images_per_s": speed,
+                         "elapsed_s": progress.elapsed})
+                window_images, window_time = 0, 0.0
+            if progress.step % cfg.train.eval_every == 0:
+                val_bpd, val_se = evaluate_bpd(flow, splits.val, cfg.train.eval_batch_size)
+                bar.write(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± {val_se:.4f}")
+                log.log({"step": progress.step, "val_bpd": val_bpd, "val_bpd_se": val_se,
+                         "elapsed_s": progress.elapsed})
+            if progress.step % cfg.train.checkpoint_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        log.close()
+        raise UserError(
+            f"interrupted at step {progress.step}; checkpoint saved to {ckpt_path} "
+            "(continue with --resume)"
+        ) from None
+    finally:
+        bar.close()
+    checkpoint()
+
+    test_bpd, test_se = evaluate_bpd(flow, splits.test, cfg.train.eval_batch_size)
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    samples = flow.sample(cfg.log.num_samples, cfg.log.temperature, generator=generator)
+    save_grid(samples, flow.num_levels, run_dir / "samples.png")
+    result = {
+        "step": progress.step, "test_bpd": test_bpd, "test_bpd_se": test_se,
+        "num_params": num_params, "elapsed_s": progress.elapsed,
+        "train_images_per_s": progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
+    }
+    log.log(result)
+    log.close()
+    print(f"test bits/dim {test_bpd:.4f} ± {test_se:.4f} over {len(splits.test)} images "
+          f"after {progress.step} steps ({progress.elapsed / 60:.1f} min, "
+          f"{result['train_images_per_s']:.0f} images/s); run folder {run_dir}")
+    return result
