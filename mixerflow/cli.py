@@ -1,4 +1,4 @@
-"""The ``mixerflow`` command: ``train`` and ``sample``.
+"""The ``mixerflow`` command: ``train``, ``evaluate`` and ``sample``.
 
 User mistakes (:class:`UserError`) print one ``error: ...`` line and exit with status 2.
 """
@@ -26,6 +26,19 @@ def _train(args: argparse.Namespace) -> None:
     train(cfg, resume=args.resume, show_progress=not args.no_progress)
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from mixerflow.data import load_splits
+    from mixerflow.training import evaluate_bpd
+
+    flow = load_checkpoint(args.checkpoint, args.device)
+    data_cfg = flow.config.data
+    if args.data_root:
+        data_cfg.root = args.data_root
+    images = getattr(load_splits(data_cfg), args.split)
+    bpd, se = evaluate_bpd(flow, images, args.batch_size)
+    print(f"{args.split} bits/dim {bpd:.4f} ± {se:.4f} over {len(images)} images")
+
+
 def _sample(args: argparse.Namespace) -> None:
     flow = load_checkpoint(args.checkpoint, args.device)
     out = Path(args.out or Path(args.checkpoint).with_name("samples.png"))
@@ -49,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     train.epilog = "Any further key.sub=value arguments override the config."
     train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="bits/dim of a checkpoint on a split")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument("--data-root", help="override the data root the run was trained with")
+    evaluate.add_argument("--batch-size", type=int, default=500)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=_evaluate)
 
     sample = commands.add_parser("sample", help="draw a sample grid from a checkpoint")
     sample.add_argument("--checkpoint", required=True)
