@@ -1,0 +1,65 @@
+"""User mistakes end in one ``error:`` line and exit status 2; commands that work, work."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixerflow.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]
+
+
+def fails_with(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert message in err
+
+
+def test_unknown_config_key(capsys):
+    fails_with(capsys, ["train", *QUICK, "model.depth=3"], "unknown config key 'model.depth'")
+
+
+def test_patch_size_that_does_not_divide(capsys, tmp_path):
+    argv = ["train", *QUICK, "model.patch_size=3", f"log.out_dir={tmp_path}"]
+    fails_with(capsys, argv, "patch_size 3 does not divide the image size 8x8")
+
+
+def test_missing_data_root(capsys, tmp_path):
+    argv = ["train", *QUICK, "data.name=mnist", "--data-root", str(tmp_path / "nowhere")]
+    fails_with(capsys, argv, "not found in")
+
+
+def test_corrupt_checkpoint(capsys, tmp_path):
+    broken = tmp_path / "checkpoint.pt"
+    broken.write_bytes(b"not a checkpoint at all")
+    fails_with(capsys, ["sample", "--checkpoint", str(broken)], "is corrupt or not a torch file")
+    fails_with(capsys, ["sample", "--checkpoint", str(tmp_path / "gone.pt")], "not found")
+
+
+def test_train_then_sample_from_the_command_line(tmp_path):
+    run_dir = tmp_path / "run"
+    env_run = [sys.executable, str(ROOT / "train.py"), *QUICK, "train.steps=10",
+               f"log.out_dir={run_dir}", "log.num_samples=4"]
+    done = subprocess.run(env_run, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trained = re.search(r"test bits/dim (\S+) ± (\S+)", done.stdout).groups()
+    evaluate = [sys.executable, "-m", "mixerflow.cli", "evaluate", "--checkpoint",
+                str(run_dir / "checkpoint.pt")]
+    done = subprocess.run(evaluate, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"test bits/dim (\S+) ± (\S+)", done.stdout).groups() == trained
+    out = tmp_path / "grid.png"
+    sample = [sys.executable, str(ROOT / "sample.py"), "--checkpoint",
+              str(run_dir / "checkpoint.pt"), "--n", "9", "--out", str(out)]
+    done = subprocess.run(sample, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0 and "samples/s" in done.stdout
+    again = subprocess.run(env_run, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.strip().startswith("error: ")
