@@ -93,10 +93,13 @@ class Progress:
         return self.step >= cfg.train.steps or out_of_time
 
 
+WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resumes
+
+
 def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
     for section in ("data", "model"):
         ours, theirs = getattr(cfg, section).__dict__, getattr(saved, section).__dict__
-        for key in ours:
+        for key in ours.keys() - WHERE_NOT_WHAT:
             if ours[key] != theirs[key]:
                 raise UserError(
                     f"--resume: {section}.{key} is {ours[key]!r} but {path} was trained "
