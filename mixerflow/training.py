@@ -107,6 +107,45 @@ def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
                 )
 
 
+def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, device):
+    """A fresh model (ActNorm initialised) or the checkpoint's; optimizer; progress so far."""
+    if resume:
+        payload = read_checkpoint(ckpt_path)
+        flow, saved_cfg = flow_from_checkpoint(payload)
+        _check_same_run(cfg, saved_cfg, ckpt_path)
+        flow.to(device)
+    else:
+        flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
+        initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
+    optimizer = torch.optim.Adam(
+        flow.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
+    if not resume:
+        return flow, optimizer, Progress()
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"])
+    return flow, optimizer, Progress(payload["step"], payload["elapsed"])
+
+
+def _optimizer_step(flow, objective, optimizer, batch, cfg: Config, device, step: int):
+    """One Adam step on the mean bits/dim of ``batch``; returns (loss, gradient norm)."""
+    flow.train()
+    with autocast_for(device, cfg.train.precision):
+        loss = objective(batch).mean()
+    if not torch.isfinite(loss):
+        raise UserError(
+            f"training diverged at step {step} (bits/dim {loss.item()}); the last checkpoint "
+            "is kept; try a lower train.lr or train.grad_clip"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return loss, grad_norm
+
+
 def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
     """Train the model ``cfg`` describes; returns the final metrics (test bits/dim …)."""
     run_dir = Path(cfg.log.out_dir)
@@ -124,22 +163,7 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
     device = resolve_device(cfg.train.device)
     splits = load_splits(cfg.data)
 
-    progress = Progress()
-    if resume:
-        payload = read_checkpoint(ckpt_path)
-        flow, saved_cfg = flow_from_checkpoint(payload)
-        _check_same_run(cfg, saved_cfg, ckpt_path)
-        flow.to(device)
-    else:
-        flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
-        initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
-    optimizer = torch.optim.Adam(
-        flow.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
-    if resume:
-        optimizer.load_state_dict(payload["optimizer"])
-        progress = Progress(payload["step"], payload["elapsed"])
-        torch.set_rng_state(payload["rng"])
+    flow, optimizer, progress = _start_or_resume(cfg, resume, ckpt_path, splits, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
         yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
@@ -157,7 +181,7 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
     objective = torch.compile(flow) if cfg.train.compile else flow
     bar = tqdm(total=cfg.train.steps, initial=progress.step, disable=not show_progress,
                dynamic_ncols=True)
-    window_images, window_time, last_bpd = 0, 0.0, float("nan")
+    window_images, window_time = 0, 0.0
     try:
         while not progress.done(cfg):
             start = time.perf_counter()
@@ -166,17 +190,9 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
                 group["lr"] = lr
             idx = torch.randint(len(splits.train), (cfg.train.batch_size,))
             batch = splits.train.images[idx].to(device, non_blocking=True)
-            flow.train()
-            with autocast_for(device, cfg.train.precision):
-                loss = objective(batch).mean()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {progress.step} (loss {loss})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            loss, grad_norm = _optimizer_step(
+                flow, objective, optimizer, batch, cfg, device, progress.step
+            )
             spent = time.perf_counter() - start
             progress.step += 1
             progress.elapsed += spent
@@ -184,10 +200,9 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
             window_time += spent
             bar.update(1)
             if progress.step % cfg.train.log_every == 0:
-                last_bpd = loss.item()
                 speed = window_images / window_time
-                bar.set_postfix(bpd=f"{last_bpd:.3f}", img_s=f"{speed:.0f}")
-                log.log({"step": progress.step, "train_bpd": last_bpd, "lr": lr,
+                bar.set_postfix(bpd=f"{loss.item():.3f}", img_s=f"{speed:.0f}")
+                log.log({"step": progress.step, "train_bpd": loss.item(), "lr": lr,
                          "grad_norm": grad_norm.item(), "images_per_s": speed,
                          "elapsed_s": progress.elapsed})
                 window_images, window_time = 0, 0.0

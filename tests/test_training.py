@@ -4,7 +4,7 @@ import torch
 from mixerflow import evaluate_bpd, load_checkpoint, load_config, load_splits, train
 from mixerflow.errors import UserError
 from mixerflow.models import build_model
-from mixerflow.training import Progress, initialize_actnorm
+from mixerflow.training import Progress, _optimizer_step, initialize_actnorm
 
 SMALL = [
     "data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",
@@ -103,3 +103,16 @@ def test_training_lowers_test_bpd_on_real_mnist(shared_data, tmp_path):
     start_bpd = untrained_test_bpd(cfg)
     result = train(cfg, show_progress=False)
     assert result["test_bpd"] < start_bpd - 0.8
+
+
+def test_divergence_is_a_named_error():
+    cfg = load_config(None, SMALL)
+    flow = build_model(cfg.model, (1, 8, 8), 17)
+    optimizer = torch.optim.Adam(flow.parameters())
+
+    def objective(batch):
+        return torch.full((len(batch),), float("nan"))
+
+    batch = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(UserError, match="training diverged at step 7 .* lower train.lr"):
+        _optimizer_step(flow, objective, optimizer, batch, cfg, torch.device("cpu"), 7)
