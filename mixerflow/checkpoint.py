@@ -41,13 +41,14 @@ def save_checkpoint(path: Path, flow: ImageFlow, cfg: Config, **training_state: 
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict; a missing, corrupt or foreign file is a :class:`UserError`."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, tensors on the CPU; a missing, corrupt or foreign file is a
+    :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} not found")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         message = f"checkpoint {str(path)!r} is corrupt or not a torch file ({reason})"

@@ -162,13 +162,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise UserError(f"config file {str(path)!r} is not valid YAML ({err})") from None
     for override in overrides:
         _apply_override(tree, override)
-    cfg = _build(Config, tree, "")
-    validate(cfg)
-    return cfg
+    return config_from_dict(tree)
 
 
 def config_from_dict(tree: dict) -> Config:
-    """The inverse of :meth:`Config.to_dict` (used for checkpoints), validated."""
+    """A validated :class:`Config` from nested dicts (YAML, checkpoints: ``Config.to_dict``)."""
     cfg = _build(Config, tree, "")
     validate(cfg)
     return cfg
