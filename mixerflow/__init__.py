@@ -9,11 +9,12 @@ from mixerflow.checkpoint import load_checkpoint, save_checkpoint
 from mixerflow.config import Config, load_config
 from mixerflow.data import load_splits
 from mixerflow.errors import UserError
-from mixerflow.models import ImageFlow, MixerFlow, build_model
+from mixerflow.models import Glow, ImageFlow, MixerFlow, build_model
 from mixerflow.training import evaluate_bpd, train
 
 __all__ = [
     "Config",
+    "Glow",
     "ImageFlow",
     "MixerFlow",
     "UserError",

@@ -16,7 +16,7 @@ from mixerflow.errors import UserError
 from mixerflow.transforms.coupling import COUPLINGS
 from mixerflow.transforms.mixing import LINEAR_MAPS
 
-MODEL_KINDS = ("mixerflow",)
+MODEL_KINDS = ("mixerflow", "glow")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -35,7 +35,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "mixerflow"
+    """Both model kinds; each reads its own keys (and coupling, num_bins, tail_bound, alpha)."""
+
+    kind: str = "mixerflow"  # mixerflow | glow
     patch_size: int = 4
     blocks: int = 6
     channel_hidden: int = 128  # width of the channel-mixing conditioner MLPs
@@ -50,6 +52,9 @@ class ModelConfig:
     num_bins: int = 8  # rq-spline only
     tail_bound: float = 4.0  # rq-spline only
     alpha: float = 0.05  # logit margin
+    levels: int = 3  # glow: squeeze + steps + split, L times
+    steps_per_level: int = 8  # glow: K
+    hidden_channels: int = 128  # glow: conv conditioner width
 
 
 @dataclass
@@ -192,7 +197,7 @@ def validate(cfg: Config) -> None:
     _choice(m.coupling, "model.coupling", COUPLINGS)
     _choice(m.linear, "model.linear", LINEAR_MAPS)
     for key in ("patch_size", "blocks", "channel_hidden", "patch_hidden", "couplings",
-                "context_features", "num_bins"):
+                "context_features", "num_bins", "levels", "steps_per_level", "hidden_channels"):
         _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
     _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
     _require(m.tail_bound > 0, "model.tail_bound", "must be positive")

@@ -1,6 +1,7 @@
 """Image flow models: the ImageFlow wrapper and the transform stacks it wraps."""
 
-from mixerflow.models.flow import ImageFlow, build_model
+from mixerflow.models.flow import ImageFlow, build_model, count_parameters, match_glow_width
+from mixerflow.models.glow import Glow
 from mixerflow.models.mixerflow import MixerFlow
 
-__all__ = ["ImageFlow", "MixerFlow", "build_model"]
+__all__ = ["Glow", "ImageFlow", "MixerFlow", "build_model", "count_parameters", "match_glow_width"]

@@ -1,5 +1,6 @@
 """ImageFlow: preprocessing (dequantize + logit) + an image transform + a standard normal."""
 
+import dataclasses
 import math
 
 import torch
@@ -7,6 +8,8 @@ from nflows.distributions.normal import StandardNormal
 from nflows.transforms.base import CompositeTransform, Transform
 from torch import nn
 
+from mixerflow.errors import UserError
+from mixerflow.models.glow import Glow
 from mixerflow.models.mixerflow import MixerFlow
 from mixerflow.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
 
@@ -87,10 +90,39 @@ class ImageFlow(nn.Module):
         return self.decode(latents.to(device))
 
 
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def build_model(model_cfg, image_shape: tuple[int, int, int], num_levels: int) -> ImageFlow:
     """Build the ImageFlow that ``model_cfg`` (a :class:`~mixerflow.config.ModelConfig`) names."""
     if model_cfg.kind == "mixerflow":
         transform = MixerFlow.from_config(model_cfg, image_shape)
+    elif model_cfg.kind == "glow":
+        transform = Glow.from_config(model_cfg, image_shape)
     else:
         raise ValueError(f"unknown model kind {model_cfg.kind!r}")
     return ImageFlow(transform, image_shape, num_levels, alpha=model_cfg.alpha)
+
+
+def match_glow_width(model_cfg, image_shape: tuple[int, int, int], num_params: int):
+    """A copy of Glow config ``model_cfg`` whose ``hidden_channels`` gives the parameter
+    count closest to ``num_params`` (levels, steps and coupling unchanged)."""
+
+    def params(width: int) -> int:
+        cfg = dataclasses.replace(model_cfg, hidden_channels=width)
+        return count_parameters(Glow.from_config(cfg, image_shape))
+
+    if params(1) > num_params:
+        raise UserError(
+            f"even a Glow of width 1 has more than {num_params:,} parameters; "
+            "lower model.levels or model.steps_per_level"
+        )
+    low, high = 1, 2  # params(low) <= target; grow high until params(high) > target
+    while params(high) <= num_params:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if params(middle) <= num_params else (low, middle)
+    best = min((low, high), key=lambda width: abs(params(width) - num_params))
+    return dataclasses.replace(model_cfg, hidden_channels=best)

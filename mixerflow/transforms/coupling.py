@@ -5,6 +5,7 @@ identity map (for rq-spline the bias also sets interior derivatives to 1).
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 from nflows.transforms.base import Transform
@@ -46,9 +47,12 @@ class MLPConditioner(nn.Module):
     def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if context is not None:
             inputs = torch.cat([inputs, context.to(inputs.dtype)], dim=1)
-        outputs = self.output_layer(self.hidden(inputs))
-        # Under bf16 autocast the MLP runs in bf16; the flow arithmetic stays float32.
-        return outputs.float() if outputs.dtype in (torch.bfloat16, torch.float16) else outputs
+        return to_float32(self.output_layer(self.hidden(inputs)))
+
+
+def to_float32(outputs: torch.Tensor) -> torch.Tensor:
+    """Under bf16 autocast a conditioner runs in bf16; the flow arithmetic stays float32."""
+    return outputs.float() if outputs.dtype in (torch.bfloat16, torch.float16) else outputs
 
 
 class BoundedAffineCoupling(AffineCouplingTransform):
@@ -76,26 +80,20 @@ def alternating_mask(features: int, even: bool) -> torch.Tensor:
     return mask
 
 
-def make_coupling(
+Conditioner = Callable[[int, int], nn.Module]  # (in_features, out_features) -> network
+
+
+def coupling_layer(
     kind: str,
-    features: int,
-    even: bool,
-    hidden_features: int,
-    hidden_layers: int = 2,
-    context_features: int = 0,
+    mask: torch.Tensor,
+    conditioner: Conditioner,
     num_bins: int = 8,
     tail_bound: float = 4.0,
 ) -> Transform:
-    """One coupling layer over ``(N, features)`` rows; ``even`` alternates the mask."""
-    if features < 2:
-        raise ValueError(f"a coupling needs at least 2 features, got {features}")
-    mask = alternating_mask(features, even)
+    """A coupling of ``kind`` over ``mask``'s features (dim 1), any conditioner network.
 
-    def conditioner(in_features: int, out_features: int) -> MLPConditioner:
-        return MLPConditioner(
-            in_features, out_features, hidden_features, hidden_layers, context_features
-        )
-
+    The network's last layer must be called ``output_layer`` and start at zero.
+    """
     if kind == "affine":
         return BoundedAffineCoupling(mask, conditioner)
     if kind == "additive":
@@ -107,6 +105,28 @@ def make_coupling(
         _spline_identity_init(coupling, num_bins)
         return coupling
     raise ValueError(f"unknown coupling {kind!r}; choose one of {', '.join(COUPLINGS)}")
+
+
+def make_coupling(
+    kind: str,
+    features: int,
+    even: bool,
+    hidden_features: int,
+    hidden_layers: int = 2,
+    context_features: int = 0,
+    num_bins: int = 8,
+    tail_bound: float = 4.0,
+) -> Transform:
+    """One coupling layer with an MLP conditioner over ``(N, features)`` rows."""
+    if features < 2:
+        raise ValueError(f"a coupling needs at least 2 features, got {features}")
+
+    def conditioner(in_features: int, out_features: int) -> MLPConditioner:
+        return MLPConditioner(
+            in_features, out_features, hidden_features, hidden_layers, context_features
+        )
+
+    return coupling_layer(kind, alternating_mask(features, even), conditioner, num_bins, tail_bound)
 
 
 def _spline_identity_init(coupling: Transform, num_bins: int) -> None:

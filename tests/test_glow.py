@@ -1,0 +1,78 @@
+"""The Glow baseline obeys the same Transform contract as MixerFlow."""
+
+import pytest
+import torch
+
+from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
+from mixerflow.config import load_config
+from mixerflow.errors import UserError
+from mixerflow.models import Glow, build_model, count_parameters, match_glow_width
+
+TINY = ["model.kind=glow", "model.steps_per_level=2", "model.hidden_channels=8",
+        "model.num_bins=4"]
+
+CONFIGS = [
+    ((1, 4, 4), 1, "affine"),
+    ((3, 4, 4), 1, "affine"),
+    ((1, 4, 4), 2, "affine"),
+    ((3, 4, 4), 2, "affine"),
+    ((1, 8, 8), 3, "affine"),
+    ((3, 8, 8), 3, "affine"),
+    ((1, 4, 8), 2, "additive"),  # non-square
+    ((3, 4, 4), 2, "rq-spline"),
+]
+
+
+def glow_config(levels: int, coupling: str = "affine", extra=()):
+    return load_config(None, [*TINY, f"model.levels={levels}", f"model.coupling={coupling}",
+                              *extra]).model
+
+
+@pytest.mark.parametrize("image_shape, levels, coupling", CONFIGS)
+def test_glow_invertible_with_exact_logdet(image_shape, levels, coupling):
+    flow = build_model(glow_config(levels, coupling), image_shape, 256)
+    perturb(flow.eval(), scale=0.1)
+    y = 2 * torch.randn(3, *image_shape)
+    assert_invertible(flow.transform, y, atol=1e-4)
+    assert_logdet_matches_jacobian(flow.transform, y[:2], rtol=1e-4)
+
+
+def test_fresh_glow_preserves_volume_and_decodes_exactly():
+    flow = build_model(glow_config(2), (3, 8, 8), 256).eval()
+    _, logdet = flow.transform(torch.randn(2, 3, 8, 8))
+    assert torch.allclose(logdet, torch.zeros(2), atol=1e-4)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(flow.decode(flow.encode(images)), images)
+
+
+def test_levels_split_the_latents_multiscale():
+    glow = Glow.from_config(glow_config(3), (1, 8, 8))
+    assert glow.level_shapes == [(2, 4, 4), (4, 2, 2), (16, 1, 1)]
+    latents = torch.randn(5, 1, 8, 8)
+    parts = glow.split_levels(latents)
+    assert [tuple(p.shape[1:]) for p in parts] == glow.level_shapes
+    assert torch.equal(torch.cat([p.reshape(5, -1) for p in parts], dim=1),
+                       latents.reshape(5, -1))
+
+
+def test_too_many_levels_for_the_image_is_a_user_error():
+    with pytest.raises(UserError, match="divisible by 8; got 28x28"):
+        Glow.from_config(glow_config(3), (1, 28, 28))
+
+
+@pytest.mark.parametrize("image_shape, levels, steps, target", [
+    ((1, 8, 8), 2, 4, 84_432),
+    ((1, 28, 28), 2, 8, 567_012),
+    ((3, 32, 32), 3, 4, 2_000_000),
+])
+def test_parameter_matching_lands_within_five_percent(image_shape, levels, steps, target):
+    cfg = glow_config(levels, extra=[f"model.steps_per_level={steps}"])
+    matched = match_glow_width(cfg, image_shape, target)
+    params = count_parameters(build_model(matched, image_shape, 256))
+    assert abs(params - target) <= 0.05 * target
+    assert matched.levels == levels and matched.steps_per_level == steps
+
+
+def test_parameter_matching_refuses_an_impossible_target():
+    with pytest.raises(UserError, match="even a Glow of width 1"):
+        match_glow_width(glow_config(2), (3, 8, 8), 100)
