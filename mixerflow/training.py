@@ -5,7 +5,10 @@ periodic validation and checkpoints) -> final test bits/dim -> sample grid.
 """
 
 import contextlib
+import json
 import math
+import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from mixerflow.checkpoint import (
 from mixerflow.config import Config
 from mixerflow.data import ImageSet, load_splits
 from mixerflow.errors import UserError
-from mixerflow.models.flow import ImageFlow, build_model
+from mixerflow.models.flow import ImageFlow, build_model, count_parameters
 from mixerflow.runlog import RunLog
 from mixerflow.sampling import save_grid
 
@@ -37,6 +40,22 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'train.device' is {name!r} but no CUDA device is available")
     return device
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA memory allocated on ``device``, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
+def current_rss_mb() -> float:
+    """The process's resident memory now (Linux ``/proc``; 0 where it is unavailable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -161,9 +180,12 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     splits = load_splits(cfg.data)
 
     flow, optimizer, progress = _start_or_resume(cfg, resume, ckpt_path, splits, device)
+    memory_at_start = 0.0 if device.type == "cuda" else current_rss_mb()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
         yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
@@ -174,7 +196,7 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
             elapsed=progress.elapsed, rng=torch.get_rng_state(),
         )
 
-    num_params = sum(p.numel() for p in flow.parameters())
+    num_params = count_parameters(flow)
     print(f"{cfg.model.kind}: {num_params:,} parameters; {len(splits.train)} train images "
           f"{splits.image_shape} on {device}")
     log = RunLog(run_dir, cfg)
@@ -226,14 +248,22 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
 
     test_bpd, test_se = evaluate_bpd(flow, splits.test, cfg.train.eval_batch_size)
     generator = torch.Generator().manual_seed(cfg.train.seed)
+    start = time.perf_counter()
     samples = flow.sample(cfg.log.num_samples, cfg.log.temperature, generator=generator)
+    sample_seconds = time.perf_counter() - start
     save_grid(samples, flow.num_levels, run_dir / "samples.png")
     result = {
-        "step": progress.step, "test_bpd": test_bpd, "test_bpd_se": test_se,
-        "num_params": num_params, "elapsed_s": progress.elapsed,
+        "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
+        "test_bpd_se": test_se, "num_params": num_params, "elapsed_s": progress.elapsed,
         "train_images_per_s": progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
+        "sample_images_per_s": cfg.log.num_samples / sample_seconds,
+        "peak_memory_mb": peak_memory_mb(device),
+        # CPU: how far training raised the peak RSS above the RSS once data and model were loaded
+        "train_memory_mb": peak_memory_mb(device) - memory_at_start, "device": str(device),
     }
     log.log(result)
+    atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(
+        json.dumps(result, indent=2)))
     log.close()
     print(f"test bits/dim {test_bpd:.4f} ± {test_se:.4f} over {len(splits.test)} images "
           f"after {progress.step} steps ({progress.elapsed / 60:.1f} min, "
