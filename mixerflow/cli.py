@@ -1,20 +1,21 @@
-"""The ``mixerflow`` command: ``train``, ``evaluate``, ``sample``, ``compare`` and ``bench``.
+"""The ``mixerflow`` command: train, evaluate, sample, embed, probe, compare and bench.
 
 User mistakes (:class:`UserError`) print one ``error: ...`` line and exit with status 2.
 """
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mixerflow.checkpoint import load_checkpoint
 from mixerflow.config import load_config
 from mixerflow.errors import UserError
-from mixerflow.sampling import save_grid
 
 
 def _load(path: str | None, args: argparse.Namespace):
@@ -43,7 +44,8 @@ def _compare(args: argparse.Namespace) -> None:
     configs = compare.fair_configs(mixerflow_cfg, glow_cfg, match_params=not args.no_match_params)
     configs = {name: compare.with_budget(cfg, args.minutes, args.steps)
                for name, cfg in configs.items()}
-    report = compare.compare(configs, _seeds(args.seeds), out, show_progress=not args.no_progress)
+    seeds = _numbers(args.seeds, int, "--seeds")
+    report = compare.compare(configs, seeds, out, show_progress=not args.no_progress)
     compare.write_report(report, out, args.command_line)
 
 
@@ -72,39 +74,116 @@ def _sizes(text: str) -> list[int]:
     return parse_sizes(text)
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds must list distinct integers, got {text!r}")
-    return seeds
-
-
-def _evaluate(args: argparse.Namespace) -> None:
+def _splits_of(flow, args: argparse.Namespace):
+    """The data splits a checkpoint was trained on (``--data-root`` may move them)."""
     from mixerflow.data import load_splits
-    from mixerflow.training import evaluate_bpd
 
-    flow = load_checkpoint(args.checkpoint, args.device)
     data_cfg = flow.config.data
     if args.data_root:
         data_cfg.root = args.data_root
-    images = getattr(load_splits(data_cfg), args.split)
+    return load_splits(data_cfg)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from mixerflow.training import evaluate_bpd
+
+    flow = load_checkpoint(args.checkpoint, args.device)
+    images = getattr(_splits_of(flow, args), args.split)
     bpd, se = evaluate_bpd(flow, images, args.batch_size)
     print(f"{args.split} bits/dim {bpd:.4f} ± {se:.4f} over {len(images)} images")
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from mixerflow import sampling
+
     flow = load_checkpoint(args.checkpoint, args.device)
     out = Path(args.out or Path(args.checkpoint).with_name("samples.png"))
-    generator = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    images = flow.sample(args.n, args.temperature, generator=generator)
-    seconds = time.perf_counter() - start
-    save_grid(images, flow.num_levels, out)
-    print(f"{args.n} samples at temperature {args.temperature} -> {out} "
-          f"({args.n / seconds:.0f} samples/s)")
+    temperatures = _numbers(args.temperature, float, "--temperature")
+    if min(temperatures) < 0 or args.n < 1 or args.batch_size < 1:
+        raise UserError("--temperature must be at least 0, --n and --batch-size at least 1")
+    for temperature in temperatures:
+        path = out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{temperature:g}.png")
+        start = time.perf_counter()
+        images = sampling.draw_samples(flow, args.n, temperature, args.batch_size, args.seed)
+        seconds = time.perf_counter() - start
+        sampling.save_grid(images, flow.num_levels, path)
+        if args.npy:
+            np.save(path.with_suffix(".npy"), images.numpy())
+        print(f"{args.n} samples at temperature {temperature:g} -> {path} "
+              f"({args.n / seconds:.0f} samples/s)")
+    if not (args.reconstruct or args.interpolate):
+        return
+    test = _splits_of(flow, args).test
+    needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
+    if needed > len(test):
+        raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
+    if args.reconstruct:
+        images = test.images[: args.reconstruct]
+        restored = sampling.reconstruct(flow, images, args.batch_size)
+        error = (restored.int() - images.int()).abs().max().item()
+        path = out.with_name(f"{out.stem}_reconstruct.png")
+        shown = min(8, len(images))  # originals above their reconstructions
+        sampling.save_grid(torch.cat([images[:shown], restored[:shown]]), flow.num_levels, path,
+                           nrow=shown)
+        print(f"reconstruction of {len(images)} test images: max pixel error {error} -> {path}")
+    if args.interpolate:
+        rows = [sampling.interpolate(flow, test.images[2 * row], test.images[2 * row + 1],
+                                     args.interpolation_steps)
+                for row in range(args.interpolate)]
+        path = out.with_name(f"{out.stem}_interpolate.png")
+        sampling.save_grid(torch.cat(rows), flow.num_levels, path, nrow=args.interpolation_steps)
+        print(f"{args.interpolate} latent interpolations between test images -> {path}")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from mixerflow import embedding
+
+    flow = load_checkpoint(args.checkpoint, args.device)
+    splits = _splits_of(flow, args)
+    flow.embed(splits.test.images[:1].to(args.device), args.layer, args.pool)  # names first
+    arrays = embedding.embed_splits(flow, splits, args.layer, args.pool, args.batch_size,
+                                    args.max_train, show_progress=not args.no_progress)
+    settings = {"checkpoint": str(args.checkpoint), "model": flow.config.model.kind,
+                "layer": args.layer, "pool": args.pool, "data": vars(flow.config.data)}
+    out = Path(args.out or Path(args.checkpoint).with_name("embeddings.npz"))
+    embedding.write_embeddings(out, arrays, settings)
+    print(f"embeddings {args.layer}/{args.pool}: {arrays['train_x'].shape[1]} features; "
+          f"{len(arrays['train_x'])} train, {len(arrays['val_x'])} val, "
+          f"{len(arrays['test_x'])} test images -> {out}")
+
+
+def _probe(args: argparse.Namespace) -> None:
+    from mixerflow import embedding
+    from mixerflow.config import DataConfig
+    from mixerflow.data import load_splits
+
+    arrays, settings = embedding.read_embeddings(Path(args.embeddings))
+    name = f"{settings.get('model', '?')} {settings.get('layer', '?')}/{settings.get('pool', '?')}"
+    results = {name: embedding.probe(arrays, max_iter=args.max_iter)}
+    if args.baseline == "pixels":
+        data_cfg = DataConfig(**settings["data"])
+        if args.data_root:
+            data_cfg.root = args.data_root
+        pixels = embedding.pixel_features(load_splits(data_cfg), len(arrays["train_y"]))
+        results["raw pixels"] = embedding.probe(pixels, max_iter=args.max_iter)
+    for label, result in results.items():
+        print(f"{label}: test accuracy {result['test_accuracy']:.4f} (train "
+              f"{result['train_accuracy']:.4f}, val {result['val_accuracy']:.4f}, "
+              f"C {result['C']:g}, {result['features']} features, {result['train_size']} "
+              f"train images; chance {result['chance']:.4f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": settings, **results}, indent=2))
+
+
+def _numbers(text: str, kind: type, option: str) -> list:
+    """``"0.5,0.7"`` -> ``[0.5, 0.7]``: distinct values of ``kind``, else a UserError."""
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not values or len(set(values)) != len(values):
+        raise UserError(f"{option} must list distinct numbers, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,14 +206,46 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_evaluate)
 
-    sample = commands.add_parser("sample", help="draw a sample grid from a checkpoint")
+    sample = commands.add_parser("sample", help="sample grids, reconstructions, interpolations")
     sample.add_argument("--checkpoint", required=True)
-    sample.add_argument("--n", type=int, default=64)
-    sample.add_argument("--temperature", type=float, default=0.7)
+    sample.add_argument("--n", type=int, default=64, help="samples per temperature")
+    sample.add_argument("--temperature", default="0.7", help="one or several, e.g. 0.5,0.7,1")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--batch-size", type=int, default=256)
     sample.add_argument("--device", default="cpu")
-    sample.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint)")
+    sample.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint); "
+                        "several temperatures add _t<T> to its name")
+    sample.add_argument("--npy", action="store_true", help="also save the uint8 images (.npy)")
+    sample.add_argument("--reconstruct", type=int, metavar="N",
+                        help="encode and decode N test images; report the max pixel error")
+    sample.add_argument("--interpolate", type=int, metavar="ROWS",
+                        help="ROWS latent slerps between pairs of test images")
+    sample.add_argument("--interpolation-steps", type=int, default=10)
+    sample.add_argument("--data-root", help="override the data root the run was trained with")
     sample.set_defaults(run=_sample)
+
+    embed = commands.add_parser("embed", help="embeddings of every split -> embeddings.npz")
+    embed.add_argument("--checkpoint", required=True)
+    embed.add_argument("--layer", default="z", help="z, block:k (MixerFlow) or level:l (Glow)")
+    embed.add_argument("--pool", default="none",
+                       help="none | mean_patches | mean_channels (MixerFlow), none | per_level "
+                       "(Glow)")
+    embed.add_argument("--batch-size", type=int, default=500)
+    embed.add_argument("--max-train", type=int, help="embed only the first N train images")
+    embed.add_argument("--device", default="cpu")
+    embed.add_argument("--data-root", help="override the data root the run was trained with")
+    embed.add_argument("--out", help="npz path (default: embeddings.npz beside the checkpoint)")
+    embed.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    embed.set_defaults(run=_embed)
+
+    probe = commands.add_parser("probe", help="logistic-regression probe on embeddings.npz")
+    probe.add_argument("--embeddings", required=True)
+    probe.add_argument("--baseline", choices=("pixels",),
+                       help="also probe the raw pixels of the same images")
+    probe.add_argument("--max-iter", type=int, default=300, help="lbfgs iterations per fit")
+    probe.add_argument("--data-root", help="data root for --baseline pixels")
+    probe.add_argument("--json", help="also write the results to this JSON file")
+    probe.set_defaults(run=_probe)
 
     compare = commands.add_parser(
         "compare", help="train MixerFlow and Glow on the same data and budget; write a report",

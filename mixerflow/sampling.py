@@ -1,4 +1,4 @@
-"""Sample grids: images ``(N, C, H, W)`` with ``num_levels`` levels -> one PNG."""
+"""Samples, reconstructions and latent interpolations of an ImageFlow, and their PNG grids."""
 
 import math
 from pathlib import Path
@@ -23,3 +23,46 @@ def save_grid(
     """Write ``images`` as one PNG grid at ``path``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(image_grid(images, num_levels, nrow), str(path))
+
+
+def draw_samples(
+    flow, num_samples: int, temperature: float, batch_size: int, seed: int
+) -> torch.Tensor:
+    """uint8 samples ``(N, C, H, W)``, ``batch_size`` at a time; the same for the same seed."""
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    for start in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - start)
+        parts.append(flow.sample(count, temperature, generator=generator).cpu())
+    return torch.cat(parts)
+
+
+def reconstruct(flow, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """decode(encode(images)), ``batch_size`` at a time; exact for an invertible flow."""
+    device = next(flow.parameters()).device
+    parts = [
+        flow.decode(flow.encode(images[start : start + batch_size].to(device))).cpu()
+        for start in range(0, len(images), batch_size)
+    ]
+    return torch.cat(parts)
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    """Spherical interpolation: ``steps`` points from ``start`` to ``end`` (same shape), both
+    ends included; output ``(steps, *start.shape)``."""
+    a, b = start.reshape(-1).double(), end.reshape(-1).double()
+    cosine = (a @ b / (a.norm() * b.norm())).clamp(-1, 1)
+    omega = torch.arccos(cosine)
+    t = torch.linspace(0, 1, steps, dtype=torch.float64)[:, None]
+    if omega.abs() < 1e-6:  # (anti-)parallel: fall back to a straight line
+        path = (1 - t) * a + t * b
+    else:
+        path = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    return path.to(start.dtype).reshape(steps, *start.shape)
+
+
+def interpolate(flow, first: torch.Tensor, second: torch.Tensor, steps: int) -> torch.Tensor:
+    """uint8 images ``(steps, C, H, W)`` along the latent slerp from image ``first`` to
+    ``second`` (each ``(C, H, W)``); the ends are the two images themselves."""
+    latents = flow.encode(torch.stack([first, second]).to(next(flow.parameters()).device))
+    return flow.decode(slerp(latents[0], latents[1], steps)).cpu()

@@ -70,6 +70,17 @@ class ImageFlow(nn.Module):
         return self.transform(y)[0]
 
     @torch.no_grad()
+    def embed(self, images: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
+        """Integer images -> features ``(B, F)``, deterministic (mid-point dequantization).
+
+        ``layer``: ``"z"`` (the latent), ``"block:k"`` (MixerFlow) or ``"level:l"`` (Glow);
+        ``pool``: ``none | mean_patches | mean_channels`` (MixerFlow), ``none | per_level``
+        (Glow). See the transforms' ``embed`` for the shapes.
+        """
+        y, _ = self.preprocess(dequantize(images, "midpoint"))
+        return self.transform.embed(y, layer, pool)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``(B, C, H, W)`` -> uint8 images with values in ``{0, …, K-1}``."""
         y, _ = self.transform.inverse(latents)

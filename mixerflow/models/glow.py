@@ -18,6 +18,7 @@ from nflows.transforms.reshape import SqueezeTransform
 from torch import nn
 
 from mixerflow.errors import UserError
+from mixerflow.models.mixerflow import layer_index
 from mixerflow.transforms.coupling import alternating_mask, coupling_layer, to_float32
 
 
@@ -62,6 +63,9 @@ def glow_step(
         OneByOneConvolution(channels, identity_init=True),
         coupling_layer(coupling, mask, conditioner, num_bins, tail_bound),
     ])
+
+
+POOLS = ("none", "per_level")
 
 
 class Glow(Transform):
@@ -124,3 +128,17 @@ class Glow(Transform):
 
     def inverse(self, inputs, context=None):
         return self.multiscale.inverse(inputs.reshape(inputs.shape[0], -1))
+
+    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
+        """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the latents of every
+        level (``layer="z"``) or of level ``l`` (``"level:l"``), flat (``none``) or each
+        level's channels averaged over its positions (``per_level``: F = sum of C_l)."""
+        if pool not in POOLS:
+            raise UserError(f"pool {pool!r}: Glow pools are {', '.join(POOLS)}")
+        chosen = None if layer == "z" else layer_index(layer, "level", len(self.level_shapes))
+        levels = self.split_levels(self(inputs)[0])
+        if chosen is not None:
+            levels = [levels[chosen - 1]]
+        if pool == "per_level":
+            return torch.cat([level.mean(dim=(2, 3)) for level in levels], dim=1)
+        return torch.cat([level.reshape(level.shape[0], -1) for level in levels], dim=1)

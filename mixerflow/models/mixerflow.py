@@ -8,6 +8,7 @@ One block, on ``(B, C, H, W)``:
 Odd blocks are shifted, so alternate blocks see patch grids offset by half a patch.
 """
 
+import torch
 from nflows.transforms.base import CompositeTransform, InverseTransform, Transform
 
 from mixerflow.errors import UserError
@@ -38,12 +39,44 @@ def mixer_block(
     return CompositeTransform(layers)
 
 
+POOLS = ("none", "mean_patches", "mean_channels")
+
+
+def layer_index(layer: str, prefix: str, count: int) -> int:
+    """``"z"`` -> ``count``; ``"<prefix>:k"`` -> ``k`` for 1 <= k <= count; else a UserError."""
+    if layer == "z":
+        return count
+    name, _, number = layer.partition(":")
+    if name == prefix and number.isdigit() and 1 <= int(number) <= count:
+        return int(number)
+    raise UserError(f"layer {layer!r}: choose z or {prefix}:k with k from 1 to {count}")
+
+
 class MixerFlow(CompositeTransform):
     """A stack of MixerFlow blocks on ``(B, C, H, W)``; ``blocks[k]`` is block ``k``."""
+
+    def __init__(self, blocks: list[Transform], patchify: Patchify):
+        super().__init__(blocks)
+        self.patchify = patchify
 
     @property
     def blocks(self) -> list[Transform]:
         return list(self._transforms)
+
+    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
+        """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the state after block
+        ``k`` (``layer="block:k"``; ``"z"`` is the last block's output, the latent), flat
+        (``none``: F = C·H·W) or averaged over patches (F = D) or over a patch's values (F = S).
+        """
+        if pool not in POOLS:
+            raise UserError(f"pool {pool!r}: MixerFlow pools are {', '.join(POOLS)}")
+        state = inputs
+        for block in self.blocks[: layer_index(layer, "block", len(self.blocks))]:
+            state, _ = block(state)
+        if pool == "none":
+            return state.reshape(state.shape[0], -1)
+        patches, _ = self.patchify(state)  # (B, S, D)
+        return patches.mean(dim=1 if pool == "mean_patches" else 2)
 
     @classmethod
     def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "MixerFlow":
@@ -80,4 +113,4 @@ class MixerFlow(CompositeTransform):
             )
             for k in range(cfg.blocks)
         ]
-        return cls(blocks)
+        return cls(blocks, patchify)

@@ -1,0 +1,139 @@
+"""Embeddings of a trained flow and linear probes on them.
+
+``embed_splits`` runs ``ImageFlow.embed`` over the train/val/test splits in batches
+(memory bounded, deterministic); ``write_embeddings`` stores them as ``embeddings.npz``;
+``probe`` fits a scikit-learn logistic regression on standardised features, choosing
+the regularisation on the validation split, and reports accuracies.
+"""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mixerflow.checkpoint import atomic_write
+from mixerflow.data import ImageSet, Splits
+from mixerflow.errors import UserError
+from mixerflow.models.flow import ImageFlow
+
+SPLITS = ("train", "val", "test")
+C_GRID = (0.001, 0.01, 0.1, 1.0)  # inverse regularisation strengths tried on validation
+
+
+def embed_images(
+    flow: ImageFlow,
+    data: ImageSet,
+    layer: str = "z",
+    pool: str = "none",
+    batch_size: int = 500,
+    show_progress: bool = False,
+    description: str = "",
+) -> np.ndarray:
+    """float32 features ``(N, F)`` of every image in ``data``, ``batch_size`` at a time."""
+    flow.eval()
+    device = next(flow.parameters()).device
+    parts = []
+    starts = range(0, len(data), batch_size)
+    for start in tqdm(starts, desc=description, disable=not show_progress, dynamic_ncols=True):
+        batch = data.images[start : start + batch_size].to(device)
+        parts.append(flow.embed(batch, layer, pool).float().cpu().numpy())
+    return np.concatenate(parts)
+
+
+def subsample(data: ImageSet, limit: int | None) -> ImageSet:
+    """The first ``limit`` images (the splits are already shuffled or fixed); all if None."""
+    if limit is None or limit >= len(data):
+        return data
+    return ImageSet(data.images[:limit], data.labels[:limit])
+
+
+def embed_splits(
+    flow: ImageFlow,
+    splits: Splits,
+    layer: str = "z",
+    pool: str = "none",
+    batch_size: int = 500,
+    max_train: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """``{train,val,test}_{x,y}`` arrays: features and labels of every split."""
+    arrays = {}
+    for name in SPLITS:
+        data = getattr(splits, name)
+        if name == "train":
+            data = subsample(data, max_train)
+        arrays[f"{name}_x"] = embed_images(flow, data, layer, pool, batch_size, show_progress,
+                                           description=f"embed {name}")
+        arrays[f"{name}_y"] = data.labels.numpy()
+    return arrays
+
+
+def pixel_features(splits: Splits, max_train: int | None = None) -> dict[str, np.ndarray]:
+    """The raw-pixel baseline in the same layout as :func:`embed_splits`."""
+    arrays = {}
+    for name in SPLITS:
+        data = getattr(splits, name)
+        if name == "train":
+            data = subsample(data, max_train)
+        arrays[f"{name}_x"] = data.images.reshape(len(data), -1).float().numpy()
+        arrays[f"{name}_y"] = data.labels.numpy()
+    return arrays
+
+
+def write_embeddings(path: Path, arrays: dict[str, np.ndarray], settings: dict) -> None:
+    """``embeddings.npz``: the arrays plus ``settings`` (JSON: checkpoint, layer, pool…)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays, settings=np.array(json.dumps(settings)))
+
+    atomic_write(Path(path), write)
+
+
+def read_embeddings(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and settings that :func:`write_embeddings` stored."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"embeddings file {str(path)!r} not found (make one with mixerflow embed)")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except (OSError, ValueError) as err:
+        raise UserError(f"embeddings file {str(path)!r} is corrupt ({err})") from None
+    missing = [f"{s}_{k}" for s in SPLITS for k in "xy" if f"{s}_{k}" not in arrays]
+    if missing:
+        raise UserError(f"embeddings file {str(path)!r} lacks {', '.join(missing)}")
+    settings = json.loads(str(arrays.pop("settings"))) if "settings" in arrays else {}
+    return arrays, settings
+
+
+def probe(arrays: dict[str, np.ndarray], c_grid: tuple[float, ...] = C_GRID,
+          max_iter: int = 300) -> dict:
+    """Logistic regression on standardised features; C picked by validation accuracy.
+
+    Returns train/val/test accuracy, the chosen C and the chance level (majority class).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def fit(c: float):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
+        with warnings.catch_warnings():  # a capped lbfgs is fine for a probe
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return model.fit(arrays["train_x"], arrays["train_y"])
+
+    def accuracy(model, split: str) -> float:
+        return float(model.score(arrays[f"{split}_x"], arrays[f"{split}_y"]))
+
+    scored = [(accuracy(model, "val"), c, model) for c in c_grid for model in [fit(c)]]
+    val_accuracy, best_c, best = max(scored, key=lambda item: item[0])
+    counts = np.bincount(arrays["test_y"])
+    return {
+        "C": best_c, "train_accuracy": accuracy(best, "train"), "val_accuracy": val_accuracy,
+        "test_accuracy": accuracy(best, "test"), "chance": float(counts.max() / counts.sum()),
+        "features": int(arrays["train_x"].shape[1]), "train_size": int(len(arrays["train_y"])),
+    }
+
