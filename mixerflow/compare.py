@@ -66,12 +66,19 @@ def with_budget(cfg: Config, minutes: float | None, steps: int | None) -> Config
 
 def run_training(cfg: Config, run_dir: Path, show_progress: bool) -> dict:
     """Train ``cfg`` in a child process with its run folder at ``run_dir``; its results."""
+    cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, out_dir=str(run_dir)))
+    config_path = run_dir.with_suffix(".yaml")
+    if config_path.exists() and _what(yaml.safe_load(config_path.read_text())) != _what(
+        cfg.to_dict()
+    ):
+        raise UserError(
+            f"{run_dir} holds a run with other settings ({config_path}); "
+            "choose another --out or delete that folder"
+        )
     results_path = run_dir / "results.json"
     if results_path.exists():
         print(f"compare: reusing the finished run in {run_dir}")
         return json.loads(results_path.read_text())
-    cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, out_dir=str(run_dir)))
-    config_path = run_dir.with_suffix(".yaml")
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     command = [sys.executable, "-m", "mixerflow.cli", "train", "--config", str(config_path)]
@@ -95,6 +102,12 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool) -> dict:
     result["wall_s"] = time.perf_counter() - start  # this process's share if it was resumed
     atomic_write(results_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     return result
+
+
+def _what(tree: dict) -> dict:
+    """A run's settings without where its data lives (which may move between reruns)."""
+    data = {k: v for k, v in tree["data"].items() if k not in ("root", "download")}
+    return {**tree, "data": data}
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -69,3 +69,11 @@ def test_bench_measures_each_config_at_its_data_shape(tmp_path):
     assert [row["name"] for row in report["rows"]] == ["quickstart", "quickstart_glow"]
     assert all(row["image_shape"] == [1, 8, 8] for row in report["rows"])
     assert all(row["ms_per_image"] > 0 for row in report["rows"])
+
+
+def test_compare_refuses_to_mix_runs_with_other_settings(capsys, tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mixerflow_seed0.yaml").write_text(
+        "data: {name: digits}\nmodel: {blocks: 99}\ntrain: {}\nlog: {}\n")
+    fails_with(capsys, ["compare", *CONFIGS, "--steps", "5", "--out", str(tmp_path)],
+               "holds a run with other settings")
