@@ -8,6 +8,7 @@ the regularisation on the validation split, and reports accuracies.
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,21 @@ def subsample(data: ImageSet, limit: int | None) -> ImageSet:
     return ImageSet(data.images[:limit], data.labels[:limit])
 
 
+def split_arrays(
+    splits: Splits, max_train: int | None, features: Callable[[ImageSet, str], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``{train,val,test}_{x,y}``: ``features(images, split name)`` and the labels of every
+    split, the train split cut to its first ``max_train`` images."""
+    arrays = {}
+    for name in SPLITS:
+        data = getattr(splits, name)
+        if name == "train":
+            data = subsample(data, max_train)
+        arrays[f"{name}_x"] = features(data, name)
+        arrays[f"{name}_y"] = data.labels.numpy()
+    return arrays
+
+
 def embed_splits(
     flow: ImageFlow,
     splits: Splits,
@@ -58,28 +74,15 @@ def embed_splits(
     max_train: int | None = None,
     show_progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """``{train,val,test}_{x,y}`` arrays: features and labels of every split."""
-    arrays = {}
-    for name in SPLITS:
-        data = getattr(splits, name)
-        if name == "train":
-            data = subsample(data, max_train)
-        arrays[f"{name}_x"] = embed_images(flow, data, layer, pool, batch_size, show_progress,
-                                           description=f"embed {name}")
-        arrays[f"{name}_y"] = data.labels.numpy()
-    return arrays
+    """Embeddings and labels of every split (see :func:`split_arrays`)."""
+    return split_arrays(splits, max_train, lambda data, name: embed_images(
+        flow, data, layer, pool, batch_size, show_progress, description=f"embed {name}"))
 
 
 def pixel_features(splits: Splits, max_train: int | None = None) -> dict[str, np.ndarray]:
     """The raw-pixel baseline in the same layout as :func:`embed_splits`."""
-    arrays = {}
-    for name in SPLITS:
-        data = getattr(splits, name)
-        if name == "train":
-            data = subsample(data, max_train)
-        arrays[f"{name}_x"] = data.images.reshape(len(data), -1).float().numpy()
-        arrays[f"{name}_y"] = data.labels.numpy()
-    return arrays
+    return split_arrays(splits, max_train,
+                        lambda data, _: data.images.reshape(len(data), -1).float().numpy())
 
 
 def write_embeddings(path: Path, arrays: dict[str, np.ndarray], settings: dict) -> None:
