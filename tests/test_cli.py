@@ -32,7 +32,8 @@ def test_patch_size_that_does_not_divide(capsys, tmp_path):
 
 
 def test_missing_data_root(capsys, tmp_path):
-    argv = ["train", *QUICK, "data.name=mnist", "--data-root", str(tmp_path / "nowhere")]
+    argv = ["train", *QUICK, "data.name=mnist", "--data-root", str(tmp_path / "nowhere"),
+            f"log.out_dir={tmp_path / 'run'}"]
     fails_with(capsys, argv, "not found in")
 
 
