@@ -161,6 +161,9 @@ def _probe(args: argparse.Namespace) -> None:
     name = f"{settings.get('model', '?')} {settings.get('layer', '?')}/{settings.get('pool', '?')}"
     results = {name: embedding.probe(arrays, max_iter=args.max_iter)}
     if args.baseline == "pixels":
+        if "data" not in settings:
+            raise UserError(f"{args.embeddings} does not say which data it embeds; "
+                            "--baseline pixels needs a file written by mixerflow embed")
         data_cfg = DataConfig(**settings["data"])
         if args.data_root:
             data_cfg.root = args.data_root
