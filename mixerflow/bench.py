@@ -200,14 +200,3 @@ def write_benchmark(report: dict, out_dir: Path, command: str) -> None:
         plot_scaling(report, out_dir / "scaling.png")
     print(markdown)
 
-
-def parse_sizes(text: str) -> list[int]:
-    """``"16,32,64"`` -> ``[16, 32, 64]``; a clear error for anything else."""
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--sizes must be comma-separated integers, got {text!r}") from None
-    if not sizes or any(size < 2 for size in sizes):
-        raise UserError(f"--sizes must list image sides of at least 2, got {text!r}")
-    return sizes
-

@@ -69,16 +69,16 @@ def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) 
 
 
 def _sizes(text: str) -> list[int]:
-    from mixerflow.bench import parse_sizes
+    sizes = _numbers(text, int, "--sizes")
+    if min(sizes) < 2:
+        raise UserError(f"--sizes must list image sides of at least 2, got {text!r}")
+    return sizes
 
-    return parse_sizes(text)
 
-
-def _splits_of(flow, args: argparse.Namespace):
-    """The data splits a checkpoint was trained on (``--data-root`` may move them)."""
+def _splits_of(data_cfg, args: argparse.Namespace):
+    """The splits of ``data_cfg`` (a run's or an embeddings file's); ``--data-root`` moves them."""
     from mixerflow.data import load_splits
 
-    data_cfg = flow.config.data
     if args.data_root:
         data_cfg.root = args.data_root
     return load_splits(data_cfg)
@@ -88,7 +88,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from mixerflow.training import evaluate_bpd
 
     flow = load_checkpoint(args.checkpoint, args.device)
-    images = getattr(_splits_of(flow, args), args.split)
+    images = getattr(_splits_of(flow.config.data, args), args.split)
     bpd, se = evaluate_bpd(flow, images, args.batch_size)
     print(f"{args.split} bits/dim {bpd:.4f} ± {se:.4f} over {len(images)} images")
 
@@ -113,7 +113,7 @@ def _sample(args: argparse.Namespace) -> None:
               f"({args.n / seconds:.0f} samples/s)")
     if not (args.reconstruct or args.interpolate):
         return
-    test = _splits_of(flow, args).test
+    test = _splits_of(flow.config.data, args).test
     needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
     if needed > len(test):
         raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
@@ -139,7 +139,7 @@ def _embed(args: argparse.Namespace) -> None:
     from mixerflow import embedding
 
     flow = load_checkpoint(args.checkpoint, args.device)
-    splits = _splits_of(flow, args)
+    splits = _splits_of(flow.config.data, args)
     flow.embed(splits.test.images[:1].to(args.device), args.layer, args.pool)  # names first
     arrays = embedding.embed_splits(flow, splits, args.layer, args.pool, args.batch_size,
                                     args.max_train, show_progress=not args.no_progress)
@@ -155,7 +155,6 @@ def _embed(args: argparse.Namespace) -> None:
 def _probe(args: argparse.Namespace) -> None:
     from mixerflow import embedding
     from mixerflow.config import DataConfig
-    from mixerflow.data import load_splits
 
     arrays, settings = embedding.read_embeddings(Path(args.embeddings))
     name = f"{settings.get('model', '?')} {settings.get('layer', '?')}/{settings.get('pool', '?')}"
@@ -164,10 +163,8 @@ def _probe(args: argparse.Namespace) -> None:
         if "data" not in settings:
             raise UserError(f"{args.embeddings} does not say which data it embeds; "
                             "--baseline pixels needs a file written by mixerflow embed")
-        data_cfg = DataConfig(**settings["data"])
-        if args.data_root:
-            data_cfg.root = args.data_root
-        pixels = embedding.pixel_features(load_splits(data_cfg), len(arrays["train_y"]))
+        splits = _splits_of(DataConfig(**settings["data"]), args)
+        pixels = embedding.pixel_features(splits, len(arrays["train_y"]))
         results["raw pixels"] = embedding.probe(pixels, max_iter=args.max_iter)
     for label, result in results.items():
         print(f"{label}: test accuracy {result['test_accuracy']:.4f} (train "
@@ -180,12 +177,13 @@ def _probe(args: argparse.Namespace) -> None:
 
 def _numbers(text: str, kind: type, option: str) -> list:
     """``"0.5,0.7"`` -> ``[0.5, 0.7]``: distinct values of ``kind``, else a UserError."""
+    noun = "integers" if kind is int else "numbers"
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
+        raise UserError(f"{option} must be comma-separated {noun}, got {text!r}") from None
     if not values or len(set(values)) != len(values):
-        raise UserError(f"{option} must list distinct numbers, got {text!r}")
+        raise UserError(f"{option} must list distinct {noun}, got {text!r}")
     return values
 
 

@@ -252,14 +252,15 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
     samples = flow.sample(cfg.log.num_samples, cfg.log.temperature, generator=generator)
     sample_seconds = time.perf_counter() - start
     save_grid(samples, flow.num_levels, run_dir / "samples.png")
+    peak_memory = peak_memory_mb(device)
     result = {
         "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
         "test_bpd_se": test_se, "num_params": num_params, "elapsed_s": progress.elapsed,
         "train_images_per_s": progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
         "sample_images_per_s": cfg.log.num_samples / sample_seconds,
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_mb": peak_memory,
         # CPU: how far training raised the peak RSS above the RSS once data and model were loaded
-        "train_memory_mb": peak_memory_mb(device) - memory_at_start, "device": str(device),
+        "train_memory_mb": peak_memory - memory_at_start, "device": str(device),
     }
     log.log(result)
     atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(

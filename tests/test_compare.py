@@ -49,7 +49,7 @@ def test_scaling_report_fits_an_exponent_per_model(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "5", "--minutes", "1"], "give --minutes or --steps, not both"),
-    (["--steps", "5", "--seeds", "0,x"], "--seeds must be comma-separated numbers"),
+    (["--steps", "5", "--seeds", "0,x"], "--seeds must be comma-separated integers"),
     (["--scaling", "--sizes", "16,big"], "--sizes must be comma-separated integers"),
 ])
 def test_compare_argument_mistakes(capsys, tmp_path, argv, message):
