@@ -3,11 +3,12 @@
     python docs/sample_quality.py --data-root ../shared/data CHECKPOINT [CHECKPOINT ...]
 
 For the data set of the first checkpoint, a two-layer CNN is trained once on the training
-split (2 epochs, about 1 minute on 2 CPU cores; ~0.99 test accuracy on MNIST) and cached at
-``--classifier``. For every checkpoint and temperature it draws ``--n`` samples (seed 0) and
-prints one JSON line: the Fréchet distance between the CNN's 128 penultimate features of the
-samples and of 2,000 test images (lower is better), the classifier's mean confidence and its
-class histogram, and the mean pixel value. A first line scores ``--n`` real training images.
+split (2 epochs, about 1 minute on 2 CPU cores; test accuracy 0.98 on MNIST, 0.88 on
+FashionMNIST) and cached at ``--classifier``. For every checkpoint and temperature it
+draws ``--n`` samples (seed 0) and prints one JSON line: the Fréchet distance between the
+CNN's 128 penultimate features of the samples and of 2,000 test images (lower is better),
+the classifier's mean confidence and its class histogram, and the mean pixel value.
+A first line scores ``--n`` real training images.
 
 This is the FID recipe with a small in-domain classifier instead of Inception: a yardstick
 for comparing runs measured side by side, not a number to compare across papers.

@@ -47,7 +47,7 @@ class ModelConfig:
     couplings: int = 2  # coupling layers per mixing step
     linear: str = "lu"
     shift: bool = True
-    position_context: bool = False
+    position_context: bool = False  # on in the shipped data-set configs: coherent samples
     context_features: int = 8
     num_bins: int = 8  # rq-spline only
     tail_bound: float = 4.0  # rq-spline only
