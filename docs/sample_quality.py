@@ -24,7 +24,7 @@ from scipy import linalg
 from torch import nn
 
 from mixerflow.checkpoint import load_checkpoint
-from mixerflow.data import load_splits
+from mixerflow.cli import _splits_of
 from mixerflow.sampling import draw_samples
 
 
@@ -44,9 +44,10 @@ def classifier(channels: int, classes: int) -> nn.Sequential:
     )
 
 
-def train_classifier(splits, epochs: int = 2, batch_size: int = 128) -> nn.Sequential:
+def train_classifier(
+    splits, classes: int, epochs: int = 2, batch_size: int = 128
+) -> nn.Sequential:
     torch.manual_seed(0)
-    classes = int(splits.train.labels.max()) + 1
     model = classifier(splits.image_shape[0], classes)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     images = splits.train.images.float() / (splits.num_levels - 1)
@@ -82,17 +83,17 @@ def main() -> None:
     parser.add_argument("--classifier", help="cache (default runs/sample_quality_<data>.pt)")
     args = parser.parse_args()
 
-    data_cfg = load_checkpoint(args.checkpoints[0]).config.data
-    if args.data_root:
-        data_cfg.root = args.data_root
-    splits = load_splits(data_cfg)
+    flows = {path: load_checkpoint(path) for path in args.checkpoints}
+    data_cfg = flows[args.checkpoints[0]].config.data
+    splits = _splits_of(data_cfg, args)
+    classes = int(splits.train.labels.max()) + 1
     cache = Path(args.classifier or f"runs/sample_quality_{data_cfg.name}.pt")
     if cache.exists():
-        model = classifier(splits.image_shape[0], int(splits.train.labels.max()) + 1)
+        model = classifier(splits.image_shape[0], classes)
         model.load_state_dict(torch.load(cache))
         model.eval()
     else:
-        model = train_classifier(splits)
+        model = train_classifier(splits, classes)
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), cache)
     reference, _ = features(model, splits.test.images[:2000], splits.num_levels)
@@ -105,8 +106,7 @@ def main() -> None:
             }
         )
     )
-    for path in args.checkpoints:
-        flow = load_checkpoint(path)
+    for path, flow in flows.items():
         for temperature in args.temperature:
             samples = draw_samples(flow, args.n, temperature, batch_size=500, seed=0)
             sampled, probs = features(model, samples, splits.num_levels)
