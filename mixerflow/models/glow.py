@@ -20,6 +20,7 @@ from torch import nn
 from mixerflow.errors import UserError
 from mixerflow.models.mixerflow import layer_index
 from mixerflow.transforms.coupling import alternating_mask, coupling_layer, to_float32
+from mixerflow.transforms.flowstep import FlowStep
 
 
 class ConvConditioner(nn.Module):
@@ -51,18 +52,19 @@ def glow_step(
     coupling: str = "affine",
     num_bins: int = 8,
     tail_bound: float = 4.0,
-) -> CompositeTransform:
+) -> FlowStep:
     """One step of flow on ``(B, channels, H, W)``: ActNorm -> 1x1 conv -> coupling."""
 
     def conditioner(in_channels: int, out_channels: int) -> ConvConditioner:
         return ConvConditioner(in_channels, out_channels, hidden_channels)
 
     mask = alternating_mask(channels, even)
-    return CompositeTransform([
+    return FlowStep(
         ActNorm(channels),
         OneByOneConvolution(channels, identity_init=True),
-        coupling_layer(coupling, mask, conditioner, num_bins, tail_bound),
-    ])
+        [coupling_layer(coupling, mask, conditioner, num_bins, tail_bound)],
+        feature_dim=1,
+    )
 
 
 POOLS = ("none", "per_level")

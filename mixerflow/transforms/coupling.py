@@ -16,12 +16,17 @@ from nflows.transforms.coupling import (
 )
 from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from torch import nn
+from torch.nn import functional as F
 
 COUPLINGS = ("affine", "additive", "rq-spline")
 
 
 class MLPConditioner(nn.Module):
-    """``(N, in) [+ context (N, ctx)] -> (N, out)``: Linear-GELU blocks, zero-init output."""
+    """``(..., in) [+ context (..., ctx)] -> (..., out)``: Linear-GELU blocks, zero-init output.
+
+    The context only needs to broadcast against the inputs: a ``(R, ctx)`` position table
+    serves ``(B, R, in)`` rows without being copied for every image.
+    """
 
     def __init__(
         self,
@@ -45,9 +50,22 @@ class MLPConditioner(nn.Module):
         nn.init.zeros_(self.output_layer.bias)
 
     def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        if context is not None:
-            inputs = torch.cat([inputs, context.to(inputs.dtype)], dim=1)
-        return to_float32(self.output_layer(self.hidden(inputs)))
+        layers = [*self.hidden, self.output_layer]
+        hidden = self._first_layer(layers[0], inputs, context)
+        for layer in layers[1:]:
+            hidden = layer(hidden)
+        return to_float32(hidden)
+
+    @staticmethod
+    def _first_layer(layer: nn.Linear, inputs: torch.Tensor, context: torch.Tensor | None):
+        """``layer([inputs, context])`` as two products: the context part broadcasts."""
+        if context is None:
+            return layer(inputs)
+        # one split, not two slices: its backward is one cat, not two zero-filled copies
+        input_weight, context_weight = layer.weight.split(
+            [inputs.shape[-1], context.shape[-1]], dim=1
+        )
+        return F.linear(inputs, input_weight) + F.linear(context, context_weight, layer.bias)
 
 
 def to_float32(outputs: torch.Tensor) -> torch.Tensor:
@@ -69,8 +87,13 @@ class BoundedAffineCoupling(AffineCouplingTransform):
     def _scale_and_shift(self, transform_params):
         unconstrained = transform_params[:, self.num_transform_features :, ...]
         shift = transform_params[:, : self.num_transform_features, ...]
-        scale = (torch.sigmoid(unconstrained + 2) + self._EPS) / self._AT_ZERO
-        return scale, shift
+        return bounded_scale(unconstrained), shift
+
+
+def bounded_scale(unconstrained: torch.Tensor) -> torch.Tensor:
+    """:class:`BoundedAffineCoupling`'s scale: 1 at 0, in ``(eps/…, 1.135)`` elsewhere."""
+    eps = BoundedAffineCoupling._EPS
+    return (torch.sigmoid(unconstrained + 2) + eps) / BoundedAffineCoupling._AT_ZERO
 
 
 def alternating_mask(features: int, even: bool) -> torch.Tensor:

@@ -3,13 +3,14 @@
 import warnings
 
 import torch
-from nflows.transforms.base import CompositeTransform, Transform
+from nflows.transforms.base import Transform
 from nflows.transforms.lu import LULinear
 from nflows.transforms.normalization import ActNorm
 from nflows.transforms.permutations import RandomPermutation
 from torch import nn
 
 from mixerflow.transforms.coupling import make_coupling
+from mixerflow.transforms.flowstep import FlowStep
 
 LINEAR_MAPS = ("lu", "permutation")
 
@@ -20,9 +21,10 @@ warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated"
 class RowWise(Transform):
     """Apply ``transform`` to each of the ``R`` rows of ``(B, R, L)``, one set of weights.
 
-    The rows are folded into the batch (``(B·R, L)``) and the per-row log-dets are
-    summed back per example. With ``context_features > 0`` each row gets a learned
-    position embedding as the coupling conditioners' context.
+    A :class:`FlowStep` takes the rows as they are; any other transform gets them folded
+    into the batch (``(B·R, L)``), its per-row log-dets summed back per example. With
+    ``context_features > 0`` each row gets a learned position embedding as the coupling
+    conditioners' context.
     """
 
     def __init__(self, transform: Transform, num_rows: int, context_features: int = 0):
@@ -46,11 +48,15 @@ class RowWise(Transform):
         return outputs.reshape(shape), logabsdet.reshape(shape[0], shape[1]).sum(dim=1)
 
     def forward(self, inputs, context=None):
+        if isinstance(self.transform, FlowStep):  # acts on (B, R, L) rows as they are
+            return self.transform(inputs, self.position)
         flat, row_context = self._fold(inputs)
         outputs, logabsdet = self.transform(flat, row_context)
         return self._unfold(outputs, logabsdet, inputs.shape)
 
     def inverse(self, inputs, context=None):
+        if isinstance(self.transform, FlowStep):
+            return self.transform.inverse(inputs, self.position)
         flat, row_context = self._fold(inputs)
         outputs, logabsdet = self.transform.inverse(flat, row_context)
         return self._unfold(outputs, logabsdet, inputs.shape)
@@ -67,10 +73,11 @@ def flow_step(
     context_features: int = 0,
     num_bins: int = 8,
     tail_bound: float = 4.0,
-) -> CompositeTransform:
+) -> FlowStep:
     """ActNorm -> LU linear map (or fixed permutation) -> ``couplings`` complementary couplings.
 
-    Acts on ``(N, features)``.
+    Acts on the last dimension of ``(..., features)`` (e.g. ``(N, features)`` or rows
+    ``(B, R, features)``).
     """
     if linear == "lu":
         mixer: Transform = LULinear(features, identity_init=True)
@@ -78,18 +85,17 @@ def flow_step(
         mixer = RandomPermutation(features)
     else:
         raise ValueError(f"unknown linear map {linear!r}; choose one of {', '.join(LINEAR_MAPS)}")
-    layers: list[Transform] = [ActNorm(features), mixer]
-    for i in range(couplings):
-        layers.append(
-            make_coupling(
-                coupling,
-                features,
-                even=i % 2 == 0,
-                hidden_features=hidden_features,
-                hidden_layers=hidden_layers,
-                context_features=context_features,
-                num_bins=num_bins,
-                tail_bound=tail_bound,
-            )
+    layers = [
+        make_coupling(
+            coupling,
+            features,
+            even=i % 2 == 0,
+            hidden_features=hidden_features,
+            hidden_layers=hidden_layers,
+            context_features=context_features,
+            num_bins=num_bins,
+            tail_bound=tail_bound,
         )
-    return CompositeTransform(layers)
+        for i in range(couplings)
+    ]
+    return FlowStep(ActNorm(features), mixer, layers)
