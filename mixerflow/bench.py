@@ -13,12 +13,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from mixerflow.checkpoint import atomic_write
 from mixerflow.config import ModelConfig
+from mixerflow.data import BatchSampler, ImageSet
 from mixerflow.errors import UserError
 from mixerflow.models.flow import build_model, count_parameters
-from mixerflow.training import autocast_for, current_rss_mb, peak_memory_mb, resolve_device
+from mixerflow.step import (
+    OBJECTIVE_RANGE,
+    TrainStep,
+    compile_regions,
+    make_optimizer,
+    resolve_device,
+    uses_bf16,
+)
+from mixerflow.training import current_rss_mb, initialize_actnorm, peak_memory_mb
 
 
 def measure_training(
@@ -29,53 +41,159 @@ def measure_training(
     device_name: str = "auto",
     precision: str = "auto",
     threads: int | None = None,
+    compile: bool = False,
 ) -> dict:
-    """Seconds per training image and peak step memory of the model ``model`` describes
-    (a ``ModelConfig`` as a dict) on random 8-bit images ``(batch_size, *image_shape)``.
+    """Speed, size and cost of the training step (:class:`~mixerflow.step.TrainStep`, the one
+    training runs) of the model ``model`` describes (a ``ModelConfig`` as a dict), on batches
+    of random 8-bit images ``(batch_size, *image_shape)`` kept on the device.
 
-    Peak memory is the allocated CUDA memory on a GPU; on the CPU, the rise of the peak
-    RSS above the RSS after building the model (activations, gradients, Adam state).
+    Ops and FLOPs are counted on one step; with ``compile`` the first step's time is the
+    compile time and the ops are those the compiled step still dispatches. Peak memory is
+    the allocated CUDA memory on a GPU; on the CPU, the rise of the peak RSS above the RSS
+    after building the model (activations, gradients, Adam state).
     """
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = resolve_device(device_name)
     flow = build_model(ModelConfig(**model), image_shape, 256).to(device)
-    images = torch.randint(0, 256, (batch_size, *image_shape), dtype=torch.uint8, device=device)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-4)
+    images = torch.randint(0, 256, (4 * batch_size, *image_shape), dtype=torch.uint8)
+    batches = BatchSampler(images, batch_size, device, seed=0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = current_rss_mb()
-    flow.train()
-    with torch.no_grad():
-        flow.bpd(images)  # ActNorm data-dependent initialisation
+    initialize_actnorm(flow, ImageSet(images, torch.zeros(len(images))), batch_size, device)
+    step = TrainStep(flow, make_optimizer(flow, 1e-4, 0.0), device=device, precision=precision)
+    index = iter(range(10**9))
 
-    def step() -> None:
-        with autocast_for(device, precision):
-            loss = flow.bpd(images).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def one_step() -> torch.Tensor:
+        return step(batches(), next(index), 1e-4)
 
-    step()  # warm-up: first-call allocations and kernel selection
+    flops_per_image = count_flops(one_step) / batch_size
+    ops = eager_ops = count_ops(one_step)
+    if compile:
+        compile_regions(flow)
+    start = time.perf_counter()
+    one_step()  # warm-up: first-call allocations, kernel selection, compilation
+    _synchronize(device)
+    first_step_s = time.perf_counter() - start
+    if compile:
+        ops = count_ops(one_step, dispatched=False)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        one_step()
+    _synchronize(device)
     seconds = (time.perf_counter() - start) / (steps * batch_size)
+    step.check()
     peak = peak_memory_mb(device)
+    peak_flops = matmul_flops_per_s(device, uses_bf16(device, precision))
+    achieved = flops_per_image / seconds
     return {
         "model": model["kind"],
         "image_shape": list(image_shape),
         "pixels": image_shape[1] * image_shape[2],
         "num_params": count_parameters(flow),
+        "mode": "compiled" if compile else "eager",
+        "precision": "bf16" if uses_bf16(device, precision) else "fp32",
         "ms_per_image": 1000 * seconds,
         "images_per_s": 1 / seconds,
+        "first_step_s": first_step_s,
+        "aten_ops_per_step": ops["aten_events"],
+        "kernel_ops_per_step": ops.get("dispatched"),
+        "eager_objective_aten_ops": eager_ops["objective_aten_events"],
+        "flops_per_image": flops_per_image,
+        "achieved_flops_per_s": achieved,
+        "peak_flops_per_s": peak_flops,
+        "mfu": achieved / peak_flops,
         "peak_memory_mb": peak if device.type == "cuda" else peak - rss_before,
-        "device": str(device),
+        "device": device_label(device),
     }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_label(device: torch.device) -> str:
+    """``cuda:0 (NVIDIA H100 …)`` or ``cpu (N threads)``: what a report's figures ran on."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# ops that only make a new view or an empty allocation: no kernel runs for them
+_NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
+              "lift_fresh", "_local_scalar_dense"}
+
+
+class _DispatchCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched below autograd (forward and backward) that run a kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket.__name__ not in _NO_KERNEL:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(step, dispatched: bool = True) -> dict:
+    """Ops of one call of ``step`` (a training step).
+
+    ``aten_events``: every ``aten::`` event torch.profiler records, nested calls and views
+    included; ``objective_aten_events``: the same for the forward and backward of the
+    objective alone (what the step spends before the optimizer); ``dispatched``: aten ops that
+    run a kernel (no views or empty allocations) as a dispatch mode sees them, the same on
+    every device, so a CPU count predicts the kernel launches of a GPU step.
+    """
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    aten = [event for event in prof.events() if event.name.startswith("aten::")]
+    objective = [event for event in aten if _inside(event, OBJECTIVE_RANGE)]
+    counts = {"aten_events": len(aten), "objective_aten_events": len(objective)}
+    if dispatched:
+        with _DispatchCounter() as counter:
+            step()
+        counts["dispatched"] = counter.count
+    return counts
+
+
+def _inside(event, name: str) -> bool:
+    while event is not None:
+        if event.name == name:
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def count_flops(step) -> float:
+    """Floating-point operations of one call of ``step`` (matrix products and convolutions,
+    forward and backward), as ``torch.utils.flop_counter`` counts them."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_s(device: torch.device, bf16: bool, repeats: int = 3) -> float:
+    """The device's measured dense peak: FLOP/s of a large square matrix product in the
+    step's precision (bf16 or float32), best of ``repeats`` after a warm-up."""
+    size = 8192 if device.type == "cuda" else 1536
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def measure_in_fresh_process(**kwargs) -> dict:
@@ -92,35 +210,45 @@ def fitted_exponent(pixels: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.log(pixels), np.log(values), 1)[0])
 
 
+MODES = ("eager", "compiled")
+
+
 def run_benchmark(
     models: dict[str, ModelConfig],
     shapes: list[tuple[int, int, int]],
     batch_size: int,
     steps: int,
     device: str = "auto",
-    precision: str = "auto",
+    precisions: tuple[str, ...] = ("auto",),
     threads: int | None = None,
+    modes: tuple[str, ...] = ("eager",),
 ) -> dict:
-    """Measure every model at every image shape ``(C, H, W)``; returns the report as a dict."""
+    """Measure every model at every image shape ``(C, H, W)``, in every mode (eager |
+    compiled) and precision; returns the report as a dict."""
     rows = []
     for shape in shapes:
         size = f"{shape[0]}x{shape[1]}x{shape[2]}"
         for name, model in models.items():
-            print(f"bench: {name} at {size}, batch {batch_size} ...", flush=True)
-            try:
-                row = measure_in_fresh_process(
-                    model=dataclasses.asdict(model), image_shape=tuple(shape),
-                    batch_size=batch_size, steps=steps, device_name=device,
-                    precision=precision, threads=threads,
-                )
-            except UserError as err:
-                raise UserError(f"bench {name} at {size}: {err}") from None
-            rows.append({"name": name, **row})
-            print(f"bench: {name} {size}: {row['ms_per_image']:.2f} ms/image, "
-                  f"{row['peak_memory_mb']:.0f} MB", flush=True)
+            for mode in modes:
+                for precision in precisions:
+                    what = f"{name} at {size}, {mode}, precision {precision}"
+                    print(f"bench: {what}, batch {batch_size} ...", flush=True)
+                    try:
+                        row = measure_in_fresh_process(
+                            model=dataclasses.asdict(model), image_shape=tuple(shape),
+                            batch_size=batch_size, steps=steps, device_name=device,
+                            precision=precision, threads=threads, compile=mode == "compiled",
+                        )
+                    except UserError as err:
+                        raise UserError(f"bench {what}: {err}") from None
+                    rows.append({"name": name, **row})
+                    print(f"bench: {what}: {row['ms_per_image']:.3f} ms/image, MFU "
+                          f"{100 * row['mfu']:.1f} %, {row['peak_memory_mb']:.0f} MB",
+                          flush=True)
     exponents = {}
     for name in models:
-        mine = [row for row in rows if row["name"] == name]
+        mine = [row for row in rows if row["name"] == name
+                and (row["mode"], row["precision"]) == (rows[0]["mode"], rows[0]["precision"])]
         pixels = [row["pixels"] for row in mine]
         exponents[name] = {
             "time": fitted_exponent(pixels, [row["ms_per_image"] for row in mine]),
@@ -139,20 +267,31 @@ def benchmark_markdown(report: dict, command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Device {report['device']}, {report['threads']} threads, batch {report['batch_size']}, "
+        f"Device {report['device']}, batch {report['batch_size']}, "
         f"{report['steps']} timed steps after one warm-up, random 8-bit images. Peak memory: "
         "allocated CUDA memory on a GPU; on a CPU, the rise of the "
         "peak RSS during training above the process's RSS after building the model.",
         "",
-        "| model | image | parameters | ms / image | images / s | peak memory (MB) |",
-        "|---|---|---:|---:|---:|---:|",
+        "Ops per step: `aten` counts every aten event torch.profiler records in one training "
+        "step (nested calls and views included); `kernels` counts the aten ops a dispatch mode "
+        "sees that run a kernel (eager only). FLOPs per image: torch.utils.flop_counter on one "
+        "step (forward and backward). MFU: achieved FLOP/s over a large matrix product's FLOP/s "
+        "on the same device in the same precision. First step: compile time for compiled rows.",
+        "",
+        "| model | image | parameters | mode | precision | ms / image | images / s "
+        "| aten ops / step | kernels / step | GFLOP / image | MFU | first step (s) "
+        "| peak memory (MB) |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
         _, height, width = row["image_shape"]
+        kernels = row["kernel_ops_per_step"]
         lines.append(
-            f"| {row['name']} | {height}x{width} | {row['num_params']:,} | "
-            f"{row['ms_per_image']:.2f} | {row['images_per_s']:.1f} | "
-            f"{row['peak_memory_mb']:.0f} |"
+            f"| {row['name']} | {height}x{width} | {row['num_params']:,} | {row['mode']} | "
+            f"{row['precision']} | {row['ms_per_image']:.3f} | {row['images_per_s']:.1f} | "
+            f"{row['aten_ops_per_step']:,} | {'' if kernels is None else f'{kernels:,}'} | "
+            f"{row['flops_per_image'] / 1e9:.3f} | {100 * row['mfu']:.1f} % | "
+            f"{row['first_step_s']:.1f} | {row['peak_memory_mb']:.0f} |"
         )
     if len(report["shapes"]) > 1:
         lines += ["", "Fitted exponents (quantity ∝ pixels^exponent, least squares on log-log):",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mixerflow.checkpoint import load_checkpoint
-from mixerflow.config import load_config
+from mixerflow.config import PRECISIONS, load_config
 from mixerflow.errors import UserError
 
 
@@ -63,9 +63,20 @@ def _bench(args: argparse.Namespace) -> None:
 def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) -> None:
     from mixerflow import bench
 
+    precisions = _choices(args.precision, PRECISIONS, "--precision")
+    modes = _choices(args.modes, bench.MODES, "--modes")
     report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
-                                 args.device, args.precision, args.threads)
+                                 args.device, precisions, args.threads, modes)
     bench.write_benchmark(report, out, args.command_line)
+
+
+def _choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """A comma list of ``allowed`` words, e.g. ``fp32,bf16``."""
+    chosen = tuple(word.strip() for word in text.split(","))
+    unknown = [word for word in chosen if word not in allowed]
+    if unknown or not chosen:
+        raise UserError(f"{flag} takes a comma list of {', '.join(allowed)}; got {text!r}")
+    return chosen
 
 
 def _sizes(text: str) -> list[int]:
@@ -288,7 +299,10 @@ def _add_bench_arguments(parser: argparse.ArgumentParser, sizes: str | None,
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--timed-steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--precision", default="auto",
+                        help="auto | fp32 | bf16, or several: fp32,bf16")
+    parser.add_argument("--modes", default="eager",
+                        help="eager | compiled, or both: eager,compiled (regional torch.compile)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 

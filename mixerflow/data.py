@@ -194,3 +194,37 @@ def load_splits(cfg) -> Splits:
         return ImageSet(train.images[idx], train.labels[idx])
 
     return Splits(subset(train_idx), subset(val_idx), test, num_levels)
+
+
+def fits_on(device: torch.device, images: torch.Tensor) -> bool:
+    """Whether ``images`` may live on ``device``: always on the CPU; on a GPU when they take
+    at most a quarter of its free memory."""
+    if device.type != "cuda":
+        return True
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() <= free_bytes // 4
+
+
+class BatchSampler:
+    """Random training batches: uint8 ``(batch_size, C, H, W)`` on ``device``, drawn with
+    replacement by a seeded generator whose state goes into checkpoints.
+
+    The split is copied to the device once when it fits (:func:`fits_on`), so a step needs
+    no host-to-device transfer; otherwise it stays in host memory and each batch travels.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, seed: int):
+        self.images = images.to(device) if fits_on(device, images) else images
+        self.batch_size, self.device = batch_size, device
+        self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
+
+    def __call__(self) -> torch.Tensor:
+        index = torch.randint(len(self.images), (self.batch_size,), generator=self.generator,
+                              device=self.images.device)
+        return self.images[index].to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

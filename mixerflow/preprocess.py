@@ -20,16 +20,18 @@ def dequantize(
 ) -> torch.Tensor:
     """Integer images ``(B, C, H, W)`` -> float ``x + u`` with ``u ~ U[0,1)`` or ``u = 1/2``.
 
-    The noise is drawn on the CPU (from ``generator`` when given), so a seed gives
-    the same values on any device.
+    The noise is drawn on ``generator``'s device (a CPU generator gives the same values
+    on any device; a CUDA one keeps training free of host-to-device copies), or from the
+    global generator of the images' device.
     """
     values = images.float()
     if noise == "midpoint":
         return values + 0.5
     if noise != "uniform":
         raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_KINDS)}")
-    u = torch.rand(values.shape, generator=generator).to(values.device)
-    return values + u
+    where = generator.device if generator is not None else values.device
+    u = torch.rand(values.shape, generator=generator, device=where)
+    return values + u.to(values.device)
 
 
 def bits_per_dim(log_prob: torch.Tensor, num_dims: int) -> torch.Tensor:

@@ -4,7 +4,6 @@
 periodic validation and checkpoints) -> final test bits/dim -> sample grid.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -24,22 +23,14 @@ from mixerflow.checkpoint import (
     save_checkpoint,
 )
 from mixerflow.config import Config
-from mixerflow.data import ImageSet, load_splits
+from mixerflow.data import BatchSampler, ImageSet, load_splits
 from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow, build_model, count_parameters
 from mixerflow.runlog import RunLog
 from mixerflow.sampling import save_grid
+from mixerflow.step import TrainStep, make_optimizer, resolve_device, use_fused_adam
 
 EVAL_SEED = 12345  # fixed dequantization noise, so an evaluation can be repeated exactly
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"config key 'train.device' is {name!r} but no CUDA device is available")
-    return device
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -56,13 +47,6 @@ def current_rss_mb() -> float:
     except OSError:
         return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast for the conditioner MLPs on CUDA (``auto``/``bf16``); fp32 otherwise."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -127,7 +111,8 @@ def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
 
 
 def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, device):
-    """A fresh model (ActNorm initialised) or the checkpoint's; optimizer; progress so far."""
+    """The model (fresh with ActNorm initialised, or the checkpoint's), its training step,
+    the batch sampler and the progress so far."""
     if resume:
         payload = read_checkpoint(ckpt_path)
         flow, saved_cfg = flow_from_checkpoint(payload)
@@ -136,33 +121,20 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, device)
     else:
         flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
         initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
-    optimizer = torch.optim.Adam(
-        flow.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
+    t = cfg.train
+    optimizer = make_optimizer(flow, t.lr, t.weight_decay)
+    step = TrainStep(flow, optimizer, device=device, precision=t.precision,
+                     grad_clip=t.grad_clip, compile=t.compile, seed=t.seed)
+    batches = BatchSampler(splits.train.images, t.batch_size, device, seed=t.seed + 1)
     if not resume:
-        return flow, optimizer, Progress()
+        return flow, step, batches, Progress()
     optimizer.load_state_dict(payload["optimizer"])
+    use_fused_adam(optimizer)
     torch.set_rng_state(payload["rng"])
-    return flow, optimizer, Progress(payload["step"], payload["elapsed"])
-
-
-def _optimizer_step(flow, objective, optimizer, batch, cfg: Config, device, step: int):
-    """One Adam step on the mean bits/dim of ``batch``; returns (loss, gradient norm)."""
-    flow.train()
-    with autocast_for(device, cfg.train.precision):
-        loss = objective(batch).mean()
-    if not torch.isfinite(loss):
-        raise UserError(
-            f"training diverged at step {step} (bits/dim {loss.item()}); the last checkpoint "
-            "is kept; try a lower train.lr or train.grad_clip"
-        )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.train.grad_clip)
-    optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return loss, grad_norm
+    if "step_state" in payload:  # checkpoints before the device-side generators lack these
+        step.load_state_dict(payload["step_state"])
+        batches.load_state_dict(payload["batch_state"])
+    return flow, step, batches, Progress(payload["step"], payload["elapsed"])
 
 
 def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
@@ -184,23 +156,24 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
         torch.cuda.reset_peak_memory_stats(device)
     splits = load_splits(cfg.data)
 
-    flow, optimizer, progress = _start_or_resume(cfg, resume, ckpt_path, splits, device)
+    flow, step, batches, progress = _start_or_resume(cfg, resume, ckpt_path, splits, device)
     memory_at_start = 0.0 if device.type == "cuda" else current_rss_mb()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
         yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
 
     def checkpoint() -> None:
+        step.check()  # never replace a good checkpoint with a diverged model
         save_checkpoint(
-            ckpt_path, flow, cfg, optimizer=optimizer.state_dict(), step=progress.step,
+            ckpt_path, flow, cfg, optimizer=step.optimizer.state_dict(), step=progress.step,
             elapsed=progress.elapsed, rng=torch.get_rng_state(),
+            step_state=step.state_dict(), batch_state=batches.state_dict(),
         )
 
     num_params = count_parameters(flow)
     print(f"{cfg.model.kind}: {num_params:,} parameters; {len(splits.train)} train images "
           f"{splits.image_shape} on {device}")
     log = RunLog(run_dir, cfg)
-    objective = torch.compile(flow) if cfg.train.compile else flow
     bar = tqdm(total=cfg.train.steps, initial=progress.step, disable=not show_progress,
                dynamic_ncols=True)
     window_images, window_time = 0, 0.0
@@ -208,27 +181,26 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
         while not progress.done(cfg):
             start = time.perf_counter()
             lr = learning_rate(cfg, progress.step, progress.elapsed)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            idx = torch.randint(len(splits.train), (cfg.train.batch_size,))
-            batch = splits.train.images[idx].to(device, non_blocking=True)
-            loss, grad_norm = _optimizer_step(
-                flow, objective, optimizer, batch, cfg, device, progress.step
-            )
+            loss = step(batches(), progress.step, lr)
+            logging = (progress.step + 1) % cfg.train.log_every == 0
+            if logging:  # the only host synchronisation, inside the timed span
+                step.check()
+                train_bpd, grad_norm = loss.item(), step.grad_norm.item()
             spent = time.perf_counter() - start
             progress.step += 1
             progress.elapsed += spent
-            window_images += batch.shape[0]
+            window_images += cfg.train.batch_size
             window_time += spent
             bar.update(1)
-            if progress.step % cfg.train.log_every == 0:
+            if logging:
                 speed = window_images / window_time
-                bar.set_postfix(bpd=f"{loss.item():.3f}", img_s=f"{speed:.0f}")
-                log.log({"step": progress.step, "train_bpd": loss.item(), "lr": lr,
-                         "grad_norm": grad_norm.item(), "images_per_s": speed,
+                bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}")
+                log.log({"step": progress.step, "train_bpd": train_bpd, "lr": lr,
+                         "grad_norm": grad_norm, "images_per_s": speed,
                          "elapsed_s": progress.elapsed})
                 window_images, window_time = 0, 0.0
             if progress.step % cfg.train.eval_every == 0:
+                step.check()
                 val_bpd, val_se = evaluate_bpd(flow, splits.val, cfg.train.eval_batch_size)
                 bar.write(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± {val_se:.4f}")
                 log.log({"step": progress.step, "val_bpd": val_bpd, "val_bpd_se": val_se,

@@ -4,7 +4,8 @@ import torch
 from mixerflow import evaluate_bpd, load_checkpoint, load_config, load_splits, train
 from mixerflow.errors import UserError
 from mixerflow.models import build_model
-from mixerflow.training import Progress, _optimizer_step, initialize_actnorm
+from mixerflow.step import TrainStep, make_optimizer
+from mixerflow.training import Progress, initialize_actnorm
 
 SMALL = [
     "data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",
@@ -105,14 +106,16 @@ def test_training_lowers_test_bpd_on_real_mnist(shared_data, tmp_path):
     assert result["test_bpd"] < start_bpd - 0.8
 
 
-def test_divergence_is_a_named_error():
+def test_divergence_is_a_named_error_at_the_next_check(tmp_path):
     cfg = load_config(None, SMALL)
     flow = build_model(cfg.model, (1, 8, 8), 17)
-    optimizer = torch.optim.Adam(flow.parameters())
-
-    def objective(batch):
-        return torch.full((len(batch),), float("nan"))
-
+    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=torch.device("cpu"))
     batch = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    step(batch, 6, 1e-3)
+    step.check()  # finite so far
+    with torch.no_grad():
+        flow.transform.blocks[0]._transforms[1].transform.actnorm.shift.fill_(float("nan"))
+    step(batch, 7, 1e-3)  # records the bad step on the device; raises nothing yet
+    step(batch, 8, 1e-3)
     with pytest.raises(UserError, match="training diverged at step 7 .* lower train.lr"):
-        _optimizer_step(flow, objective, optimizer, batch, cfg, torch.device("cpu"), 7)
+        step.check()

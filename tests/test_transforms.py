@@ -4,9 +4,11 @@ from nflows.transforms.base import CompositeTransform
 
 from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
 from mixerflow.errors import UserError
+from mixerflow.models.glow import glow_step
 from mixerflow.preprocess import Logit, ScaleToUnit
 from mixerflow.transforms import Patchify, RowWise, Shift, Transpose, flow_step, make_coupling
 from mixerflow.transforms.coupling import COUPLINGS
+from mixerflow.transforms.mixing import LINEAR_MAPS
 
 
 def test_patchify_cuts_row_major_patches():
@@ -101,3 +103,52 @@ def test_composite_of_reshapes_round_trips_an_image():
     patchify = Patchify((1, 4, 4), 2)
     chain = CompositeTransform([Shift(1), patchify, Transpose()])
     assert_invertible(chain, torch.randn(2, 1, 4, 4), atol=0)
+
+
+@pytest.mark.parametrize("linear", LINEAR_MAPS)
+@pytest.mark.parametrize("kind", COUPLINGS)
+@pytest.mark.parametrize("features", [6, 7])  # equal halves (an interleave) and unequal ones
+def test_fused_step_equals_the_nflows_composite_of_its_modules(kind, linear, features):
+    step = perturb(flow_step(features, coupling=kind, couplings=3, hidden_features=8,
+                             linear=linear, num_bins=4, context_features=2)).eval()
+    inputs, context = torch.randn(5, features), torch.randn(5, 2)
+    outputs, logdet = step(inputs, context)
+    expected, expected_logdet = CompositeTransform.forward(step, inputs, context)
+    assert torch.allclose(outputs, expected, atol=1e-5)
+    assert torch.allclose(logdet, expected_logdet, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", COUPLINGS)
+@pytest.mark.parametrize("even", [True, False])
+def test_fused_glow_step_equals_the_nflows_composite_of_its_modules(kind, even):
+    step = perturb(glow_step(6, even=even, hidden_channels=8, coupling=kind, num_bins=4)).eval()
+    inputs = torch.randn(2, 6, 4, 4)
+    outputs, logdet = step(inputs)
+    expected, expected_logdet = CompositeTransform.forward(step, inputs)
+    assert torch.allclose(outputs, expected, atol=1e-5)
+    assert torch.allclose(logdet, expected_logdet, atol=1e-5)
+    assert_invertible(step, inputs)
+    assert_logdet_matches_jacobian(step, inputs[:1])
+
+
+def test_fused_rows_equal_the_step_on_each_row_with_its_context():
+    """(B, R, L) rows with an (R, ctx) context broadcast: the same as (N, L) row by row."""
+    step = perturb(flow_step(5, coupling="affine", couplings=2, hidden_features=8,
+                             context_features=3)).eval()
+    rows, table = torch.randn(2, 4, 5), torch.randn(4, 3)
+    outputs, logdet = step(rows, table)
+    flat_out, flat_logdet = step(rows.reshape(8, 5), table.repeat(2, 1))
+    assert torch.allclose(outputs.reshape(8, 5), flat_out, atol=1e-6)
+    assert torch.allclose(logdet, flat_logdet.reshape(2, 4).sum(1), atol=1e-5)
+
+
+def test_actnorm_initialises_from_the_first_training_batch_only():
+    step = flow_step(4, coupling="affine", couplings=2, hidden_features=8)
+    rows = 3 + 2 * torch.randn(64, 10, 4)
+    outputs, _ = step(rows)  # training mode: ActNorm sets itself from these rows
+    mixed = outputs.reshape(-1, 4)  # identity couplings and LU at init: ActNorm's output
+    assert torch.allclose(mixed.mean(0), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(mixed.std(0), torch.ones(4), atol=1e-3)
+    scale = step.actnorm.log_scale.clone()
+    step(rows * 5)
+    assert torch.equal(step.actnorm.log_scale, scale)

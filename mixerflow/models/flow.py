@@ -46,7 +46,14 @@ class ImageFlow(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Lower bound on ``log P(images)`` in nats, shape ``(B,)``."""
-        y, logdet_pre = self.preprocess(dequantize(images, noise, generator))
+        return self.log_density(dequantize(images, noise, generator))
+
+    def log_density(self, values: torch.Tensor) -> torch.Tensor:
+        """``log p(v)`` in nats of dequantized images ``v = x + u`` in ``[0, K)^D``, ``(B,)``.
+
+        With ``u ~ U[0,1)^D`` its mean is the lower bound on ``log P(x)`` (the objective).
+        """
+        y, logdet_pre = self.preprocess(values)
         z, logdet_flow = self.transform(y)
         return self.base.log_prob(z) + logdet_pre + logdet_flow
 

@@ -115,6 +115,11 @@ class Glow(Transform):
         """The ``(C, H, W)`` of each level's latents, level 1 first."""
         return list(self.multiscale._output_shapes)
 
+    def compile_regions(self) -> list[FlowStep]:
+        """The modules to compile one by one: the flow steps (one structure per level and
+        mask parity)."""
+        return [module for module in self.modules() if isinstance(module, FlowStep)]
+
     def split_levels(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """Latents ``(B, C, H, W)`` -> one tensor ``(B, C_l, H_l, W_l)`` per level."""
         flat = latents.reshape(latents.shape[0], -1)

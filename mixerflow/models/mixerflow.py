@@ -63,6 +63,10 @@ class MixerFlow(CompositeTransform):
     def blocks(self) -> list[Transform]:
         return list(self._transforms)
 
+    def compile_regions(self) -> list[Transform]:
+        """The modules to compile one by one: the blocks (two structures: shifted or not)."""
+        return self.blocks
+
     def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
         """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the state after block
         ``k`` (``layer="block:k"``; ``"z"`` is the last block's output, the latent), flat

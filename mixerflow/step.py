@@ -1,0 +1,133 @@
+"""The training step: the one piece of code that training, ``bench`` and ``compare`` run.
+
+A step draws the dequantization noise on the device, evaluates the mean bits/dim under
+the run's precision, back-propagates, clips the gradient norm and takes one Adam step
+(a single fused kernel where the device has one). Nothing in it waits for the device:
+the loss comes back as a device tensor and a non-finite loss is recorded on the device,
+so the host only synchronises when :meth:`TrainStep.check` or ``loss.item()`` is called
+at logging and checkpoint steps.
+"""
+
+import contextlib
+
+import torch
+from torch.profiler import record_function
+
+from mixerflow.errors import UserError
+from mixerflow.models.flow import ImageFlow
+from mixerflow.preprocess import bits_per_dim, dequantize
+
+OBJECTIVE_RANGE = "mixerflow.objective"  # profiler range: the forward and backward of the loss
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; a missing CUDA device is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"config key 'train.device' is {name!r} but no CUDA device is available")
+    return device
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """``bf16`` anywhere; ``auto`` on CUDA only (the CPU runs ``auto`` in float32)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast for the conditioner networks, or nothing (float32).
+
+    The flow arithmetic (log-dets, coupling maps, the LU / 1x1 products, preprocessing,
+    the base density) stays float32 inside: see ``transforms.flowstep``.
+    """
+    if not uses_bf16(device, precision):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(flow: ImageFlow, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam updating every parameter in one fused kernel (CPU and CUDA), not one per tensor."""
+    return torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+
+def use_fused_adam(optimizer: torch.optim.Optimizer) -> None:
+    """A loaded optimizer state carries its saver's ``fused`` flag; ours is always fused."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
+
+
+def compile_regions(flow: ImageFlow) -> None:
+    """Regional compilation: each repeated block is compiled once, and blocks of the same
+    structure reuse that code (their parameters are graph inputs, not constants)."""
+    for region in flow.transform.compile_regions():
+        region.compile()
+
+
+def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so their global L2 norm is at most ``max_norm``; returns the norm
+    before clipping. ``clip_grad_norm_``'s arithmetic in a handful of multi-tensor calls (it
+    adds a no-op ``to`` per parameter, about a thousand host-side ops a step here)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+class TrainStep:
+    """``step(images, index, lr) -> loss``: one optimizer step on uint8 ``images (B, C, H, W)``.
+
+    ``loss`` is the batch's mean bits/dim as a 0-dim device tensor (not synchronised).
+    ``grad_norm`` holds the last step's gradient norm before clipping.
+    """
+
+    def __init__(
+        self,
+        flow: ImageFlow,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        precision: str = "auto",
+        grad_clip: float = 50.0,
+        compile: bool = False,
+        seed: int = 0,
+    ):
+        self.flow, self.optimizer, self.device = flow, optimizer, device
+        self.precision, self.grad_clip = precision, grad_clip
+        self.parameters = [p for p in flow.parameters() if p.requires_grad]
+        self.noise = torch.Generator(device=device).manual_seed(seed)
+        self.first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
+        self.grad_norm = torch.zeros((), device=device)
+        if compile:
+            compile_regions(flow)
+
+    def __call__(self, images: torch.Tensor, index: int, lr: float) -> torch.Tensor:
+        self.flow.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with record_function(OBJECTIVE_RANGE):
+            values = dequantize(images, "uniform", self.noise)
+            with autocast_for(self.device, self.precision):
+                loss = bits_per_dim(self.flow.log_density(values), self.flow.num_dims).mean()
+            loss.backward()
+        self.grad_norm = clip_gradients(self.parameters, self.grad_clip)
+        self.optimizer.step()
+        first_bad = (~torch.isfinite(loss)) & (self.first_nonfinite < 0)
+        self.first_nonfinite = torch.where(first_bad, index, self.first_nonfinite)
+        return loss.detach()
+
+    def check(self) -> None:
+        """Raise a UserError if any step so far had a non-finite loss (waits for the device)."""
+        first = int(self.first_nonfinite)
+        if first >= 0:
+            raise UserError(
+                f"training diverged at step {first} (non-finite bits/dim); the last checkpoint "
+                "is kept; try a lower train.lr or train.grad_clip"
+            )
+
+    def state_dict(self) -> dict:
+        return {"noise": self.noise.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.noise.set_state(state["noise"])

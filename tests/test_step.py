@@ -1,0 +1,138 @@
+"""The training step: bf16 autocast, the compiled step, graph breaks, the fused optimizer,
+the batch sampler, and one step shared by training and the benchmark."""
+
+import copy
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from flowcheck import assert_invertible, perturb
+from mixerflow import bench, load_config, train
+from mixerflow.data import BatchSampler
+from mixerflow.models import build_model
+from mixerflow.step import TrainStep, make_optimizer
+
+CPU = torch.device("cpu")
+TINY = {
+    "mixerflow": ["model.patch_size=2", "model.blocks=2", "model.channel_hidden=16",
+                  "model.patch_hidden=16", "model.position_context=true"],
+    "glow": ["model.kind=glow", "model.levels=2", "model.steps_per_level=2",
+             "model.hidden_channels=8"],
+}
+
+
+def trained_like(kind: str, seed: int = 0):
+    """A tiny model off its identity initialisation (ActNorm set, weights perturbed), and
+    a batch of 17-level 8x8 images."""
+    torch.manual_seed(seed)
+    flow = build_model(load_config(None, TINY[kind]).model, (1, 8, 8), 17)
+    images = torch.randint(0, 17, (32, 1, 8, 8), dtype=torch.uint8)
+    flow.train()
+    with torch.no_grad():
+        flow.bpd(images)
+    return perturb(flow, 0.05), images
+
+
+@pytest.mark.parametrize("kind", TINY)
+def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind):
+    flow, images = trained_like(kind)
+    values = images.float() + 0.5
+    with torch.no_grad():
+        fp32 = flow.log_density(values)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = flow.log_density(values)
+    assert bf16.dtype == torch.float32  # the flow arithmetic stayed float32
+    gap_bits = (fp32 - bf16).abs() / (flow.num_dims * torch.log(torch.tensor(2.0)))
+    assert gap_bits.max() < 1e-2
+    assert not torch.equal(fp32, bf16)  # the conditioners did run in bf16
+
+
+@pytest.mark.parametrize("kind", TINY)
+def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind):
+    flow, images = trained_like(kind)
+    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU, precision="bf16")
+    losses = [step(images, i, 1e-3).item() for i in range(4)]
+    step.check()
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    flow.eval()
+    assert_invertible(flow.transform, 2 * torch.randn(4, 1, 8, 8), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", TINY)
+def test_the_objective_compiles_without_graph_breaks(kind):
+    flow, images = trained_like(kind)
+    values = images[:4].float() + 0.5
+    for precision in ("fp32", "bf16"):
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        with autocast:
+            explanation = torch._dynamo.explain(flow.log_density)(values)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", TINY)
+def test_compiled_step_equals_the_eager_step(kind):
+    torch._dynamo.reset()
+    eager_flow, images = trained_like(kind)
+    compiled_flow = copy.deepcopy(eager_flow)
+    results = []
+    for flow, compile in ((eager_flow, False), (compiled_flow, True)):
+        step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU, compile=compile)
+        loss = step(images, 0, 1e-3)
+        grads = [p.grad.clone() for p in flow.parameters()]
+        results.append((loss, grads))
+    (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+    assert abs(eager_loss.item() - compiled_loss.item()) < 1e-4
+    for eager, compiled in zip(eager_grads, compiled_grads, strict=True):
+        scale = eager.abs().max().clamp(min=1e-6)
+        assert (eager - compiled).abs().max() / scale < 1e-3
+    for eager, compiled in zip(eager_flow.parameters(), compiled_flow.parameters(), strict=True):
+        assert torch.allclose(eager, compiled, atol=1e-5)  # the same update followed
+
+
+def test_the_optimizer_updates_every_parameter_in_one_fused_call():
+    flow, images = trained_like("mixerflow")
+    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU)
+    step(images, 0, 1e-3)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(images, 1, 1e-3)
+    names = [event.name for event in prof.events()]
+    assert names.count("aten::_fused_adam_") == 1
+    per_tensor = [n for n in names if n in ("aten::addcmul_", "aten::lerp_", "aten::sqrt")]
+    assert not per_tensor  # no per-parameter Adam arithmetic besides the fused kernel
+
+
+def test_batch_sampler_is_seeded_and_resumes_its_stream():
+    images = torch.arange(50, dtype=torch.uint8).reshape(50, 1, 1, 1)
+    first, second = (BatchSampler(images, 8, CPU, seed=3) for _ in range(2))
+    assert torch.equal(first(), second())
+    state = first.state_dict()
+    expected = first()
+    second.load_state_dict(state)
+    assert torch.equal(second(), expected)
+    assert not torch.equal(BatchSampler(images, 8, CPU, seed=4)(), BatchSampler(
+        images, 8, CPU, seed=3)())
+
+
+def test_training_and_the_benchmark_run_the_same_step(tmp_path, monkeypatch):
+    calls = []
+    original = TrainStep.__call__
+
+    def counted(self, images, index, lr):
+        calls.append(images.shape[0])
+        return original(self, images, index, lr)
+
+    monkeypatch.setattr(TrainStep, "__call__", counted)
+    cfg = load_config(None, [*TINY["mixerflow"], "data.val_size=137", "train.steps=3",
+                             "train.batch_size=16", "train.init_batch_size=64",
+                             "log.num_samples=4", f"log.out_dir={tmp_path / 'run'}"])
+    train(cfg, show_progress=False)
+    assert calls == [16] * 3
+    calls.clear()
+    row = bench.measure_training(vars(cfg.model), (1, 8, 8), batch_size=4, steps=2)
+    # one for the FLOP count, two for the op counts, one warm-up, two timed
+    assert calls == [4] * 6
+    assert row["flops_per_image"] > 0 and 0 < row["mfu"] < 1.5
+    assert row["kernel_ops_per_step"] < row["aten_ops_per_step"]
