@@ -60,6 +60,18 @@ def _bench(args: argparse.Namespace) -> None:
     _benchmark({name: cfg.model for name, cfg in configs.items()}, shapes, args, Path(args.out))
 
 
+def _campaign(args: argparse.Namespace) -> None:
+    from mixerflow import campaign
+
+    parts = _choices(args.parts, campaign.PARTS, "--parts")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError(f"--minutes must be positive, got {args.minutes}")
+    out = Path(args.out or ("reports/campaign_smoke" if args.smoke else "docs/gpu_campaign"))
+    campaign.run_campaign(out, args.data_root, args.smoke, parts, args.minutes,
+                          args.overrides, args.command_line)
+    print(f"campaign report: {out / 'report.md'}")
+
+
 def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) -> None:
     from mixerflow import bench
 
@@ -280,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.epilog = "Any further key.sub=value arguments override both configs."
     compare.set_defaults(run=_compare)
 
+    campaign = commands.add_parser(
+        "campaign", help="GPU campaign: bench (eager/compiled x fp32/bf16) and compare on CIFAR-10",
+        description="Bench MixerFlow and a parameter-matched Glow on the CIFAR-10 configs "
+        "(eager and compiled, fp32 and bf16), then train both for --minutes each; writes a "
+        "report folder. Each part resumes where a previous run stopped.",
+    )
+    campaign.add_argument("--data-root", help="folder with cifar10/{train,test}.npz")
+    campaign.add_argument("--out", help="report folder (default docs/gpu_campaign; "
+                          "reports/campaign_smoke with --smoke)")
+    campaign.add_argument("--parts", default="bench,compare", help="bench, compare or both")
+    campaign.add_argument("--minutes", type=float, help="training budget per model (default 3)")
+    campaign.add_argument("--smoke", action="store_true",
+                          help="the same path on the CPU with a tiny model on the digits")
+    campaign.epilog = "Any further key.sub=value arguments override both configs."
+    campaign.set_defaults(run=_campaign)
+
     bench = commands.add_parser("bench", help="time and memory of training steps per config")
     bench.add_argument("--config", action="append", required=True,
                        help="a YAML config (repeat to compare several)")
@@ -310,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     unknown = [item for item in extra if "=" not in item or item.startswith("-")]
-    if unknown or (extra and args.command not in ("train", "compare", "bench")):
+    if unknown or (extra and args.command not in ("train", "compare", "bench", "campaign")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     args.overrides = extra
     args.command_line = "mixerflow " + shlex.join(sys.argv[1:] if argv is None else argv)

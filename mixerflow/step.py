@@ -57,11 +57,14 @@ def use_fused_adam(optimizer: torch.optim.Optimizer) -> None:
         group["fused"], group["foreach"] = True, None
 
 
-def compile_regions(flow: ImageFlow) -> None:
+def compile_regions(flow: ImageFlow, backend: str = "inductor") -> None:
     """Regional compilation: each repeated block is compiled once, and blocks of the same
-    structure reuse that code (their parameters are graph inputs, not constants)."""
+    structure reuse that code (their parameters are graph inputs, not constants).
+
+    ``backend="aot_eager"`` captures the same graphs without generating kernels (quick
+    checks of the compile path)."""
     for region in flow.transform.compile_regions():
-        region.compile()
+        region.compile(backend=backend)
 
 
 def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
