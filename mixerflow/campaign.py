@@ -7,6 +7,8 @@
    optimiser, seed and budget (``mixerflow compare``).
 
 It writes ``bench/``, ``compare/`` and a summary ``report.md`` under the output folder.
+The bench part needs no data (random images of CIFAR-10's shape); compare needs
+``cifar10/{train,test}.npz`` under ``--data-root``.
 Every part resumes: finished bench rows and finished runs are reused, so the campaign
 can be run a part at a time (``--parts bench``, then ``--parts compare``) where one
 command may only run for a few minutes. ``--smoke`` runs the same path on the CPU with a
@@ -19,7 +21,7 @@ from pathlib import Path
 from mixerflow import bench, compare
 from mixerflow.checkpoint import atomic_write
 from mixerflow.config import Config, load_config
-from mixerflow.data import load_splits
+from mixerflow.data import image_shape_of
 from mixerflow.models.flow import build_model, count_parameters
 
 PARTS = ("bench", "compare")
@@ -74,7 +76,7 @@ def run_campaign(
     if minutes is not None:
         plan.minutes, plan.steps = minutes, None
     configs = campaign_configs(data_root, smoke, list(overrides))
-    shape = load_splits(configs["mixerflow"].data).image_shape
+    shape = image_shape_of(configs["mixerflow"].data)
     summary: dict = {"smoke": smoke}
     if "bench" in parts:
         report = bench.run_benchmark(

@@ -50,13 +50,13 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from mixerflow.data import load_splits
+    from mixerflow.data import image_shape_of
 
     configs = {Path(path).stem: _load(path, args) for path in args.config}
     if args.sizes:
         shapes = [(args.channels, size, size) for size in _sizes(args.sizes)]
     else:
-        shapes = [load_splits(next(iter(configs.values())).data).image_shape]
+        shapes = [image_shape_of(next(iter(configs.values())).data)]
     _benchmark({name: cfg.model for name, cfg in configs.items()}, shapes, args, Path(args.out))
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from mixerflow.checkpoint import atomic_write
 from mixerflow.config import Config
-from mixerflow.data import load_splits
+from mixerflow.data import image_shape_of
 from mixerflow.errors import UserError
 from mixerflow.models.flow import build_model, count_parameters, match_glow_width
 
@@ -39,11 +39,10 @@ def fair_configs(
             raise UserError(f"the {kind} config has model.kind {cfg.model.kind!r}, not {kind!r}")
     glow_model = glow_cfg.model
     if match_params:
-        splits = load_splits(mixerflow_cfg.data)
-        target = count_parameters(
-            build_model(mixerflow_cfg.model, splits.image_shape, splits.num_levels)
-        )
-        glow_model = match_glow_width(glow_model, splits.image_shape, target)
+        shape = image_shape_of(mixerflow_cfg.data)
+        # the number of levels only sets the preprocessing, which has no parameters
+        target = count_parameters(build_model(mixerflow_cfg.model, shape, num_levels=256))
+        glow_model = match_glow_width(glow_model, shape, target)
     glow = dataclasses.replace(mixerflow_cfg, model=glow_model)
     return {"mixerflow": mixerflow_cfg, "glow": glow}
 

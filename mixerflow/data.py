@@ -176,6 +176,18 @@ def load_train_test(cfg) -> tuple[ImageSet, ImageSet, int]:
     raise UserError(f"unknown data set {cfg.name!r}")
 
 
+KNOWN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
+                "cifar10": (3, 32, 32)}
+
+
+def image_shape_of(cfg) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of a :class:`DataConfig`'s images: from the name where it tells
+    (so benchmarks run where the data is not), else by loading the data set."""
+    if cfg.name in KNOWN_SHAPES:
+        return KNOWN_SHAPES[cfg.name]
+    return load_splits(cfg).image_shape
+
+
 def load_splits(cfg) -> Splits:
     """Train / validation / test for a :class:`~mixerflow.config.DataConfig`.
 

@@ -28,7 +28,8 @@ def test_campaign_smoke_runs_bench_and_compare_end_to_end(tmp_path, capsys):
 
 def test_campaign_without_cifar10_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["campaign", "--data-root", str(tmp_path), "--out", str(tmp_path / "out")])
+        main(["campaign", "--parts", "compare", "--data-root", str(tmp_path),
+              "--out", str(tmp_path / "out")])
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "\n" not in error and "cifar" in error.lower()
