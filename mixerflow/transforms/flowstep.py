@@ -116,32 +116,36 @@ class FlowStep(CompositeTransform):
         with float32_region(inputs):
             weight, bias, logdet_per_position = self._affine_map()
             mixed = self._apply_matrix(inputs, weight, bias)
-        a, b = mixed.split(self.halves, dim=self.feature_dim)
         logabsdet = logdet_per_position * (inputs[0].numel() // self.features)
-        logabsdet = logabsdet.expand(inputs.shape[0])
-        for coupling, first in zip(self.couplings, self.updates_first, strict=True):
-            if first:
-                a, elementwise = self._couple(coupling, a, b, context, inverse=False)
-            else:
-                b, elementwise = self._couple(coupling, b, a, context, inverse=False)
-            if elementwise is not None:
-                logabsdet = logabsdet + _sum_per_example(elementwise)
+        a, b, logabsdet = self._couple_halves(
+            *mixed.split(self.halves, dim=self.feature_dim),
+            logabsdet.expand(inputs.shape[0]), context, inverse=False,
+        )
         return self._original_order(a, b), logabsdet
 
     def inverse(self, inputs: torch.Tensor, context: torch.Tensor | None = None):
         halves = inputs.index_select(self.feature_dim, self.halves_order)
-        a, b = halves.split(self.halves, dim=self.feature_dim)
-        logabsdet = inputs.new_zeros(inputs.shape[0])
-        for coupling, first in zip(self.couplings[::-1], self.updates_first[::-1], strict=True):
+        a, b, logabsdet = self._couple_halves(
+            *halves.split(self.halves, dim=self.feature_dim),
+            inputs.new_zeros(inputs.shape[0]), context, inverse=True,
+        )
+        with float32_region(inputs):
+            outputs = self._unmix(self._original_order(a, b))
+            logdet_per_position = self._logdet_per_position()
+        return outputs, logabsdet - logdet_per_position * (inputs[0].numel() // self.features)
+
+    def _couple_halves(self, a, b, logabsdet, context, inverse: bool):
+        """Every coupling in order (reversed for the inverse), each updating its half given
+        the other; ``(a, b, logabsdet)`` with the couplings' log-dets added."""
+        steps = list(zip(self.couplings, self.updates_first, strict=True))
+        for coupling, first in steps[::-1] if inverse else steps:
             if first:
-                a, elementwise = self._couple(coupling, a, b, context, inverse=True)
+                a, elementwise = self._couple(coupling, a, b, context, inverse)
             else:
-                b, elementwise = self._couple(coupling, b, a, context, inverse=True)
+                b, elementwise = self._couple(coupling, b, a, context, inverse)
             if elementwise is not None:
                 logabsdet = logabsdet + _sum_per_example(elementwise)
-        with float32_region(inputs):
-            outputs, logdet_per_position = self._unmix(self._original_order(a, b))
-        return outputs, logabsdet - logdet_per_position * (inputs[0].numel() // self.features)
+        return a, b, logabsdet
 
     def _original_order(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The halves put back in feature order (an interleave for alternating masks)."""
@@ -159,18 +163,25 @@ class FlowStep(CompositeTransform):
             self.actnorm._initialize(rows)
         self._actnorm_ready = True
 
-    def _linear_matrix(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """The linear map as ``(W (D, D), bias (D,) or None, log|det W|)``."""
+    def _linear_matrix(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The linear map as ``(W (D, D), bias (D,) or None)``."""
         linear = self.linear
         if isinstance(linear, RandomPermutation):
             shift = self.actnorm.shift
             eye = torch.eye(self.features, device=shift.device, dtype=shift.dtype)
-            return eye.index_select(0, linear._permutation), None, eye.new_zeros(())
+            return eye.index_select(0, linear._permutation), None
         lower, upper = self._triangles()
         weight = lower @ upper
         if isinstance(linear, OneByOneConvolution):  # permutes its inputs before the LU product
             weight = weight.index_select(1, torch.argsort(linear.permutation._permutation))
-        return weight, linear.bias, torch.log(linear.upper_diag).sum()
+        return weight, linear.bias
+
+    def _logdet_per_position(self) -> torch.Tensor:
+        """``log|det|`` of ActNorm and the linear map at one position (a permutation adds 0)."""
+        logdet = self.actnorm.log_scale.sum()
+        if isinstance(self.linear, LULinear):
+            logdet = logdet + torch.log(self.linear.upper_diag).sum()
+        return logdet
 
     def _triangles(self) -> tuple[torch.Tensor, torch.Tensor]:
         """nflows' ``L`` (unit diagonal) and ``U`` of the LU map, built by flat index."""
@@ -184,30 +195,27 @@ class FlowStep(CompositeTransform):
     def _affine_map(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(M, c, log-det per position)``: ``x @ M.T + c`` is ActNorm then the linear map,
         with the output features in halves order."""
-        weight, linear_bias, linear_logdet = self._linear_matrix()
+        weight, linear_bias = self._linear_matrix()
         actnorm = self.actnorm
         bias = weight @ actnorm.shift
         if linear_bias is not None:
             bias = bias + linear_bias
         matrix = (weight * torch.exp(actnorm.log_scale)).index_select(0, self.halves_order)
-        return matrix, bias.index_select(0, self.halves_order), actnorm.log_scale.sum() + (
-            linear_logdet
-        )
+        return matrix, bias.index_select(0, self.halves_order), self._logdet_per_position()
 
     def _apply_matrix(self, inputs, matrix, bias):
         if self.feature_dim == -1:
             return F.linear(inputs, matrix, bias)
         return F.conv2d(inputs, matrix[:, :, None, None], bias)
 
-    def _unmix(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Invert ActNorm and the linear map; also their log-det per position."""
+    def _unmix(self, mixed: torch.Tensor) -> torch.Tensor:
+        """Invert ActNorm and the linear map."""
         weight_free = mixed.movedim(self.feature_dim, -1)
         shape = weight_free.shape
         rows = weight_free.reshape(-1, self.features)
         linear, actnorm = self.linear, self.actnorm
         if isinstance(linear, RandomPermutation):
             rows = rows.index_select(1, torch.argsort(linear._permutation))
-            linear_logdet = rows.new_zeros(())
         else:
             lower, upper = self._triangles()
             solved = torch.linalg.solve_triangular(
@@ -216,10 +224,8 @@ class FlowStep(CompositeTransform):
             rows = torch.linalg.solve_triangular(upper, solved, upper=True).T
             if isinstance(linear, OneByOneConvolution):
                 rows = rows.index_select(1, torch.argsort(linear.permutation._permutation))
-            linear_logdet = torch.log(linear.upper_diag).sum()
         rows = (rows - actnorm.shift) * torch.exp(-actnorm.log_scale)
-        outputs = rows.reshape(shape).movedim(-1, self.feature_dim)
-        return outputs, actnorm.log_scale.sum() + linear_logdet
+        return rows.reshape(shape).movedim(-1, self.feature_dim)
 
     def _couple(self, coupling, updated, given, context, inverse: bool):
         """One coupling: ``updated`` half mapped given the ``given`` half; ``(values, per-element
