@@ -5,6 +5,7 @@ User mistakes (:class:`UserError`) print one ``error: ...`` line and exit with s
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -15,7 +16,7 @@ import torch
 
 from mixerflow.checkpoint import load_checkpoint
 from mixerflow.config import PRECISIONS, load_config
-from mixerflow.errors import UserError
+from mixerflow.errors import LostPeer, UserError
 
 
 def _load(path: str | None, args: argparse.Namespace):
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.run(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" or isinstance(err, LostPeer):  # torchrun: rank 0
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 

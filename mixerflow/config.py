@@ -76,6 +76,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None = torch's default
+    dist_timeout_minutes: float = 10.0  # torchrun: a collective waiting longer fails the run
 
 
 @dataclass
@@ -211,6 +212,7 @@ def validate(cfg: Config) -> None:
     _require(t.weight_decay >= 0, "train.weight_decay", "must be at least 0")
     _require(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be positive")
     _require(t.threads is None or t.threads >= 1, "train.threads", "must be at least 1")
+    _require(t.dist_timeout_minutes > 0, "train.dist_timeout_minutes", "must be positive")
     _choice(t.precision, "train.precision", PRECISIONS)
     _require(
         t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),

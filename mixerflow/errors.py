@@ -7,3 +7,8 @@ anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's input, explained in one line."""
+
+
+class LostPeer(UserError):
+    """Under torchrun, another process of the group died or became unreachable. Every rank
+    that survives says so (other errors are told by the main rank alone)."""

@@ -16,13 +16,18 @@ NOISE_KINDS = ("uniform", "midpoint")
 
 
 def dequantize(
-    images: torch.Tensor, noise: str = "uniform", generator: torch.Generator | None = None
+    images: torch.Tensor,
+    noise: str = "uniform",
+    generator: torch.Generator | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
     """Integer images ``(B, C, H, W)`` -> float ``x + u`` with ``u ~ U[0,1)`` or ``u = 1/2``.
 
     The noise is drawn on ``generator``'s device (a CPU generator gives the same values
     on any device; a CUDA one keeps training free of host-to-device copies), or from the
-    global generator of the images' device.
+    global generator of the images' device. ``part=(i, n)``: the images are part ``i`` of
+    ``n`` equal parts of a global batch; the noise of the whole batch is drawn and part
+    ``i`` kept, so an image's noise does not depend on how many processes share the batch.
     """
     values = images.float()
     if noise == "midpoint":
@@ -30,7 +35,10 @@ def dequantize(
     if noise != "uniform":
         raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_KINDS)}")
     where = generator.device if generator is not None else values.device
-    u = torch.rand(values.shape, generator=generator, device=where)
+    index, parts = part
+    u = torch.rand((parts * values.shape[0], *values.shape[1:]), generator=generator,
+                   device=where)
+    u = u[index * values.shape[0] : (index + 1) * values.shape[0]]
     return values + u.to(values.device)
 
 

@@ -9,15 +9,25 @@ at logging and checkpoint steps.
 """
 
 import contextlib
+import inspect
+import math
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
+from mixerflow.distributed import Distributed
 from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow
 from mixerflow.preprocess import bits_per_dim, dequantize
 
 OBJECTIVE_RANGE = "mixerflow.objective"  # profiler range: the forward and backward of the loss
+# DDP syncs buffers once at the start, not every forward: ours are fixed after ActNorm's init
+# (the keyword was renamed in torch 2.14)
+_DDP_KEYWORDS = inspect.signature(DistributedDataParallel).parameters
+SYNC_BUFFERS_ONCE = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_KEYWORDS
+                     else {"broadcast_buffers": False})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,11 +87,27 @@ def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> torch.Ten
     return total
 
 
+class LogDensity(nn.Module):
+    """The flow's ``log_density`` as a module's ``forward``, the call that DDP synchronises."""
+
+    def __init__(self, flow: ImageFlow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return self.flow.log_density(values)
+
+
 class TrainStep:
     """``step(images, index, lr) -> loss``: one optimizer step on uint8 ``images (B, C, H, W)``.
 
     ``loss`` is the batch's mean bits/dim as a 0-dim device tensor (not synchronised).
     ``grad_norm`` holds the last step's gradient norm before clipping.
+
+    With ``world`` in a process group (torchrun), ``images`` are this rank's part of the
+    global batch, the flow runs under DistributedDataParallel (gradients averaged over the
+    ranks, so equal to the global batch's gradient) and the noise is this rank's part of the
+    global batch's noise: N ranks take exactly the steps of one process.
     """
 
     def __init__(
@@ -94,15 +120,22 @@ class TrainStep:
         grad_clip: float = 50.0,
         compile: bool = False,
         seed: int = 0,
+        world: Distributed | None = None,
     ):
         self.flow, self.optimizer, self.device = flow, optimizer, device
         self.precision, self.grad_clip = precision, grad_clip
+        self.world = world or Distributed(device=device)
         self.parameters = [p for p in flow.parameters() if p.requires_grad]
         self.noise = torch.Generator(device=device).manual_seed(seed)
         self.first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
         self.grad_norm = torch.zeros((), device=device)
         if compile:
             compile_regions(flow)
+        self.density = LogDensity(flow)
+        if self.world.grouped:  # broadcasts rank 0's parameters (ActNorm's init included)
+            self.density = DistributedDataParallel(
+                self.density, device_ids=[device] if device.type == "cuda" else None,
+                gradient_as_bucket_view=True, **SYNC_BUFFERS_ONCE)
 
     def __call__(self, images: torch.Tensor, index: int, lr: float) -> torch.Tensor:
         self.flow.train()
@@ -110,9 +143,9 @@ class TrainStep:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with record_function(OBJECTIVE_RANGE):
-            values = dequantize(images, "uniform", self.noise)
+            values = dequantize(images, "uniform", self.noise, self.world.part)
             with autocast_for(self.device, self.precision):
-                loss = bits_per_dim(self.flow.log_density(values), self.flow.num_dims).mean()
+                loss = bits_per_dim(self.density(values), self.flow.num_dims).mean()
             loss.backward()
         self.grad_norm = clip_gradients(self.parameters, self.grad_clip)
         self.optimizer.step()
@@ -121,12 +154,15 @@ class TrainStep:
         return loss.detach()
 
     def check(self) -> None:
-        """Raise a UserError if any step so far had a non-finite loss (waits for the device)."""
+        """Raise a UserError if any step so far had a non-finite loss on any rank (waits for
+        the device; every rank must call it at the same step)."""
         first = int(self.first_nonfinite)
-        if first >= 0:
+        # the earliest step at which any rank saw a non-finite loss (inf: none did)
+        earliest = -self.world.max([-first if first >= 0 else -math.inf])[0]
+        if earliest != math.inf:
             raise UserError(
-                f"training diverged at step {first} (non-finite bits/dim); the last checkpoint "
-                "is kept; try a lower train.lr or train.grad_clip"
+                f"training diverged at step {int(earliest)} (non-finite bits/dim); the last "
+                "checkpoint is kept; try a lower train.lr or train.grad_clip"
             )
 
     def state_dict(self) -> dict:

@@ -16,6 +16,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from mixerflow import distributed
 from mixerflow.checkpoint import (
     atomic_write,
     flow_from_checkpoint,
@@ -24,11 +25,13 @@ from mixerflow.checkpoint import (
 )
 from mixerflow.config import Config
 from mixerflow.data import BatchSampler, ImageSet, load_splits
-from mixerflow.errors import UserError
+from mixerflow.distributed import Distributed
+from mixerflow.errors import LostPeer, UserError
+from mixerflow.lifecycle import RunLock, StopSignals
 from mixerflow.models.flow import ImageFlow, build_model, count_parameters
 from mixerflow.runlog import RunLog
 from mixerflow.sampling import save_grid
-from mixerflow.step import TrainStep, make_optimizer, resolve_device, use_fused_adam
+from mixerflow.step import TrainStep, make_optimizer, use_fused_adam
 
 EVAL_SEED = 12345  # fixed dequantization noise, so an evaluation can be repeated exactly
 
@@ -51,20 +54,32 @@ def current_rss_mb() -> float:
 
 @torch.no_grad()
 def evaluate_bpd(
-    flow: ImageFlow, data: ImageSet, batch_size: int, seed: int = EVAL_SEED
+    flow: ImageFlow, data: ImageSet, batch_size: int, seed: int = EVAL_SEED,
+    world: Distributed | None = None,
 ) -> tuple[float, float]:
-    """Mean bits/dim over every image of ``data`` and its standard error (fresh uniform noise)."""
+    """Mean bits/dim over every image of ``data`` and its standard error (fresh uniform noise).
+
+    The noise of the batch starting at image ``i`` comes from seed ``seed + i``, so the
+    figure does not depend on how the batches are shared: under torchrun each rank takes
+    every ``world_size``-th batch and the sums are all-reduced, giving the single-process
+    figure.
+    """
+    world = world or Distributed()
     was_training = flow.training
     flow.eval()
     device = next(flow.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    values = []
-    for start in range(0, len(data), batch_size):
+    values = [torch.zeros(0, dtype=torch.float64)]
+    starts = range(0, len(data), batch_size)
+    for start in starts[world.rank :: world.world_size]:
         batch = data.images[start : start + batch_size].to(device)
+        generator = torch.Generator().manual_seed(seed + start)
         values.append(flow.bpd(batch, generator=generator).double().cpu())
     flow.train(was_training)
     bpd = torch.cat(values)
-    return bpd.mean().item(), (bpd.std() / math.sqrt(len(bpd))).item()
+    count, total, squares = world.sum([len(bpd), bpd.sum().item(), bpd.square().sum().item()])
+    mean = total / count
+    variance = max(squares - count * mean**2, 0.0) / (count - 1) if count > 1 else math.nan
+    return mean, math.sqrt(variance / count)
 
 
 @torch.no_grad()
@@ -110,22 +125,24 @@ def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
                 )
 
 
-def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, device):
+def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: Distributed):
     """The model (fresh with ActNorm initialised, or the checkpoint's), its training step,
     the batch sampler and the progress so far."""
+    device = world.device
     if resume:
         payload = read_checkpoint(ckpt_path)
         flow, saved_cfg = flow_from_checkpoint(payload)
         _check_same_run(cfg, saved_cfg, ckpt_path)
         flow.to(device)
-    else:
+    else:  # every rank initialises from the same images; DDP then broadcasts rank 0's
         flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
         initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
     t = cfg.train
     optimizer = make_optimizer(flow, t.lr, t.weight_decay)
     step = TrainStep(flow, optimizer, device=device, precision=t.precision,
-                     grad_clip=t.grad_clip, compile=t.compile, seed=t.seed)
-    batches = BatchSampler(splits.train.images, t.batch_size, device, seed=t.seed + 1)
+                     grad_clip=t.grad_clip, compile=t.compile, seed=t.seed, world=world)
+    batches = BatchSampler(splits.train.images, t.batch_size, device, seed=t.seed + 1,
+                           part=world.part)
     if not resume:
         return flow, step, batches, Progress()
     optimizer.load_state_dict(payload["optimizer"])
@@ -137,108 +154,177 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, device)
     return flow, step, batches, Progress(payload["step"], payload["elapsed"])
 
 
-def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
-    """Train the model ``cfg`` describes; returns the final metrics (test bits/dim …)."""
+def _claim_run_folder(cfg: Config, resume: bool, world: Distributed) -> RunLock | None:
+    """Lock the run folder (main rank) and check it suits a new run or a resume; a refusal
+    reaches every rank."""
     run_dir = Path(cfg.log.out_dir)
     ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise UserError(
-            f"{ckpt_path} already exists; pass --resume to continue that run "
-            "or set log.out_dir=... for a new one"
-        )
-    if resume and not ckpt_path.exists():
-        raise UserError(f"--resume: no checkpoint at {ckpt_path}")
+    lock, error = None, None
+    if world.world_size > 1 and cfg.train.batch_size % world.world_size:
+        error = (f"config key 'train.batch_size' ({cfg.train.batch_size}) is the global batch "
+                 f"and must divide evenly among the {world.world_size} processes")
+    elif world.is_main:
+        try:
+            lock = RunLock(run_dir)
+            lock.acquire()
+            if ckpt_path.exists() and not resume:
+                raise UserError(f"{ckpt_path} already exists; pass --resume to continue that "
+                                "run or set log.out_dir=... for a new one")
+            if resume and not ckpt_path.exists():
+                raise UserError(f"--resume: no checkpoint at {ckpt_path}")
+        except UserError as err:
+            error = str(err)
+            if lock is not None:
+                lock.release()
+    error = world.first_error(error)
+    if error:
+        raise UserError(error)
+    return lock
+
+
+def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train the model ``cfg`` describes; returns the final metrics (test bits/dim …).
+
+    Under torchrun every process calls this; they share the global batch
+    ``train.batch_size`` and only the main process writes the run folder.
+    """
+    world = distributed.setup(cfg.train.device, cfg.train.dist_timeout_minutes)
+    try:
+        lock = _claim_run_folder(cfg, resume, world)
+        try:
+            return _train(cfg, resume, show_progress and world.is_main, world)
+        except RuntimeError as err:
+            if not distributed.lost_a_peer(world, err):
+                raise
+            reason = str(err).splitlines()[0][-160:]
+            raise LostPeer(f"lost contact with another process (it died, or the network "
+                            f"failed: {reason}); the last checkpoint in {cfg.log.out_dir} is "
+                            "kept (continue with --resume)") from None
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        distributed.teardown(world)
+
+
+def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -> dict:
+    run_dir = Path(cfg.log.out_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = world.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     splits = load_splits(cfg.data)
 
-    flow, step, batches, progress = _start_or_resume(cfg, resume, ckpt_path, splits, device)
+    flow, step, batches, progress = _start_or_resume(cfg, resume, ckpt_path, splits, world)
     memory_at_start = 0.0 if device.type == "cuda" else current_rss_mb()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
-        yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+    if world.is_main:
+        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
 
     def checkpoint() -> None:
-        step.check()  # never replace a good checkpoint with a diverged model
-        save_checkpoint(
-            ckpt_path, flow, cfg, optimizer=step.optimizer.state_dict(), step=progress.step,
-            elapsed=progress.elapsed, rng=torch.get_rng_state(),
-            step_state=step.state_dict(), batch_state=batches.state_dict(),
-        )
+        step.check()  # never replace a good checkpoint with a diverged model (all ranks)
+        if world.is_main:
+            save_checkpoint(
+                ckpt_path, flow, cfg, optimizer=step.optimizer.state_dict(),
+                step=progress.step, elapsed=progress.elapsed, rng=torch.get_rng_state(),
+                step_state=step.state_dict(), batch_state=batches.state_dict(),
+            )
+
+    def say(text: str) -> None:
+        if world.is_main:
+            bar.write(text)
 
     num_params = count_parameters(flow)
-    print(f"{cfg.model.kind}: {num_params:,} parameters; {len(splits.train)} train images "
-          f"{splits.image_shape} on {device}")
-    log = RunLog(run_dir, cfg)
+    processes = f" x {world.world_size} processes" if world.grouped else ""
     bar = tqdm(total=cfg.train.steps, initial=progress.step, disable=not show_progress,
                dynamic_ncols=True)
-    window_images, window_time = 0, 0.0
+    say(f"{cfg.model.kind}: {num_params:,} parameters; {len(splits.train)} train images "
+        f"{splits.image_shape} on {device}{processes}")
+    log = RunLog(run_dir, cfg) if world.is_main else None
     try:
-        while not progress.done(cfg):
-            start = time.perf_counter()
-            lr = learning_rate(cfg, progress.step, progress.elapsed)
-            loss = step(batches(), progress.step, lr)
-            logging = (progress.step + 1) % cfg.train.log_every == 0
-            if logging:  # the only host synchronisation, inside the timed span
-                step.check()
-                train_bpd, grad_norm = loss.item(), step.grad_norm.item()
-            spent = time.perf_counter() - start
-            progress.step += 1
-            progress.elapsed += spent
-            window_images += cfg.train.batch_size
-            window_time += spent
-            bar.update(1)
-            if logging:
-                speed = window_images / window_time
-                bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}")
-                log.log({"step": progress.step, "train_bpd": train_bpd, "lr": lr,
-                         "grad_norm": grad_norm, "images_per_s": speed,
-                         "elapsed_s": progress.elapsed})
-                window_images, window_time = 0, 0.0
-            if progress.step % cfg.train.eval_every == 0:
-                step.check()
-                val_bpd, val_se = evaluate_bpd(flow, splits.val, cfg.train.eval_batch_size)
-                bar.write(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± {val_se:.4f}")
-                log.log({"step": progress.step, "val_bpd": val_bpd, "val_bpd_se": val_se,
-                         "elapsed_s": progress.elapsed})
-            if progress.step % cfg.train.checkpoint_every == 0:
-                checkpoint()
-    except KeyboardInterrupt:
+        window_images, window_time = 0, 0.0
+        stops = StopSignals()
+        try:
+            with stops:
+                while not progress.done(cfg):
+                    start = time.perf_counter()
+                    lr = learning_rate(cfg, progress.step, progress.elapsed)
+                    loss = step(batches(), progress.step, lr)
+                    logging = (progress.step + 1) % cfg.train.log_every == 0
+                    if logging:  # the only host synchronisation, inside the timed span
+                        step.check()
+                        train_bpd = world.sum([loss.item()])[0] / world.world_size
+                        grad_norm = step.grad_norm.item()
+                    spent = time.perf_counter() - start
+                    progress.step += 1
+                    stop, progress.elapsed = world.agree(stops.requested is not None,
+                                                         progress.elapsed + spent)
+                    window_images += cfg.train.batch_size
+                    window_time += spent
+                    bar.update(1)
+                    if logging:
+                        speed = window_images / window_time
+                        bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}")
+                        if log:
+                            log.log({"step": progress.step, "train_bpd": train_bpd, "lr": lr,
+                                     "grad_norm": grad_norm, "images_per_s": speed,
+                                     "elapsed_s": progress.elapsed})
+                        window_images, window_time = 0, 0.0
+                    if progress.step % cfg.train.eval_every == 0:
+                        step.check()
+                        val_bpd, val_se = evaluate_bpd(flow, splits.val, cfg.train.eval_batch_size,
+                                                       world=world)
+                        say(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± {val_se:.4f}")
+                        if log:
+                            log.log({"step": progress.step, "val_bpd": val_bpd,
+                                     "val_bpd_se": val_se, "elapsed_s": progress.elapsed})
+                    if progress.step % cfg.train.checkpoint_every == 0 or stop:
+                        checkpoint()
+                    if stop:
+                        signal_name = stops.requested or "a stop request to another process"
+                        raise UserError(
+                            f"stopped by {signal_name} at step {progress.step}; checkpoint saved "
+                            f"to {ckpt_path} (continue with --resume)")
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what is on disk
+            raise UserError(f"interrupted during step {progress.step + 1}; not saved (the last "
+                            f"checkpoint in {run_dir}, if any, is kept)") from None
+        finally:
+            bar.close()
         checkpoint()
-        log.close()
-        raise UserError(
-            f"interrupted at step {progress.step}; checkpoint saved to {ckpt_path} "
-            "(continue with --resume)"
-        ) from None
-    finally:
-        bar.close()
-    checkpoint()
 
-    test_bpd, test_se = evaluate_bpd(flow, splits.test, cfg.train.eval_batch_size)
+        test_bpd, test_se = evaluate_bpd(flow, splits.test, cfg.train.eval_batch_size, world=world)
+        peak_memory = peak_memory_mb(device)
+        result = {
+            "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
+            "test_bpd_se": test_se, "num_params": num_params, "elapsed_s": progress.elapsed,
+            "train_images_per_s":
+                progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
+            "peak_memory_mb": peak_memory,
+            # CPU: how far training raised the peak RSS above the RSS with data and model loaded
+            "train_memory_mb": peak_memory - memory_at_start, "device": str(device),
+            "processes": world.world_size,
+        }
+        if world.is_main:
+            _finish_run(cfg, flow, run_dir, result, log)
+            print(f"test bits/dim {test_bpd:.4f} ± {test_se:.4f} over {len(splits.test)} images "
+                  f"after {progress.step} steps ({progress.elapsed / 60:.1f} min, "
+                  f"{result['train_images_per_s']:.0f} images/s); run folder {run_dir}")
+        return result
+    finally:
+        if log:
+            log.close()
+
+
+def _finish_run(cfg: Config, flow: ImageFlow, run_dir: Path, result: dict, log: RunLog) -> None:
+    """Main rank: the sample grid (timed into ``result``), ``results.json`` and the log."""
     generator = torch.Generator().manual_seed(cfg.train.seed)
     start = time.perf_counter()
     samples = flow.sample(cfg.log.num_samples, cfg.log.temperature, generator=generator)
-    sample_seconds = time.perf_counter() - start
+    result["sample_images_per_s"] = cfg.log.num_samples / (time.perf_counter() - start)
     save_grid(samples, flow.num_levels, run_dir / "samples.png")
-    peak_memory = peak_memory_mb(device)
-    result = {
-        "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
-        "test_bpd_se": test_se, "num_params": num_params, "elapsed_s": progress.elapsed,
-        "train_images_per_s": progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
-        "sample_images_per_s": cfg.log.num_samples / sample_seconds,
-        "peak_memory_mb": peak_memory,
-        # CPU: how far training raised the peak RSS above the RSS once data and model were loaded
-        "train_memory_mb": peak_memory - memory_at_start, "device": str(device),
-    }
     log.log(result)
     atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(
         json.dumps(result, indent=2)))
-    log.close()
-    print(f"test bits/dim {test_bpd:.4f} ± {test_se:.4f} over {len(splits.test)} images "
-          f"after {progress.step} steps ({progress.elapsed / 60:.1f} min, "
-          f"{result['train_images_per_s']:.0f} images/s); run folder {run_dir}")
-    return result

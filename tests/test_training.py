@@ -1,8 +1,13 @@
+import json
+import os
+import signal
+
 import pytest
 import torch
 
 from mixerflow import evaluate_bpd, load_checkpoint, load_config, load_splits, train
 from mixerflow.errors import UserError
+from mixerflow.lifecycle import RunLock
 from mixerflow.models import build_model
 from mixerflow.step import TrainStep, make_optimizer
 from mixerflow.training import Progress, initialize_actnorm
@@ -46,24 +51,57 @@ def test_same_seed_same_result(tmp_path):
     assert a["test_bpd"] == b["test_bpd"] != c["test_bpd"]
 
 
-def test_interrupt_saves_and_resume_continues_exactly(tmp_path, monkeypatch):
-    run(tmp_path, "straight", "train.steps=30")
+def signal_at_step(signals: list[int], at_step: int):
+    """A ``Progress.done`` that sends ``signals`` to this process when step ``at_step`` is done."""
 
-    def ctrl_c_at_step_15(self, cfg):
-        if self.step == 15:
-            raise KeyboardInterrupt
+    def done(self, cfg):
+        if self.step == at_step:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
         return self.step >= cfg.train.steps
 
+    return done
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resume_is_exact(tmp_path, monkeypatch,
+                                                                          sig):
+    run(tmp_path, "straight", "train.steps=30")
+    handler_before = signal.getsignal(sig)
     with monkeypatch.context() as patch:
-        patch.setattr(Progress, "done", ctrl_c_at_step_15)
-        with pytest.raises(UserError, match="interrupted at step 15; checkpoint saved"):
+        patch.setattr(Progress, "done", signal_at_step([sig], 15))
+        name = signal.Signals(sig).name
+        with pytest.raises(UserError, match=f"stopped by {name} at step 16; checkpoint saved"):
             run(tmp_path, "halves", "train.steps=30")
-    run(tmp_path, "halves", "train.steps=30", resume=True)
+    assert torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=True)["step"] == 16
+    assert signal.getsignal(sig) == handler_before  # the run's handler is gone
+    _, resumed = run(tmp_path, "halves", "train.steps=30", resume=True)
     straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     halves = torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=True)
     assert halves["step"] == straight["step"] == 30
     for key, value in straight["model"].items():
         assert torch.equal(value, halves["model"][key]), key
+    results = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert resumed["test_bpd"] == results["test_bpd"]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(Progress, "done", signal_at_step([signal.SIGINT, signal.SIGINT], 12))
+        with pytest.raises(UserError, match="interrupted during step 13; not saved"):
+            run(tmp_path, "run", "train.steps=30", "train.checkpoint_every=10")
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 10
+
+
+def test_a_run_folder_in_use_refuses_a_second_training_and_a_stale_lock_is_taken(tmp_path):
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(UserError, match=r"run is in use by another training \(pid \d+ on"):
+            run(tmp_path, "run", "train.steps=5")
+    assert not (tmp_path / "run").exists()  # the lock made the folder; nothing else wrote
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").write_text("pid 999999 on a-machine-that-crashed\n")
+    _, result = run(tmp_path, "run", "train.steps=5")
+    assert result["step"] == 5
 
 
 def test_reloaded_checkpoint_reproduces_test_bpd(tmp_path):

@@ -1,0 +1,190 @@
+"""Several processes through torchrun (gloo on the CPU): the same steps as one process, the
+same evaluation, one run folder, and runs that survive SIGTERM and a dead rank.
+
+Run as a script under torchrun, this file is the worker of the first tests: it trains a
+small model a few steps and writes its parameters and evaluation to ``argv[1]``.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mixerflow import distributed, load_config, load_splits
+from mixerflow.data import BatchSampler
+from mixerflow.models import build_model
+from mixerflow.step import TrainStep, make_optimizer
+from mixerflow.training import evaluate_bpd, initialize_actnorm
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",
+         "model.channel_hidden=32", "model.patch_hidden=32", "train.batch_size=64",
+         "train.init_batch_size=500", "log.num_samples=4", "train.device=cpu",
+         "log.wandb=disabled", "train.threads=1"]
+QUICKSTART = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress",
+              "log.wandb=disabled", "train.threads=1"]
+ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def train_a_few_steps(out: Path, steps: int = 4) -> None:
+    """Train the SMALL model ``steps`` steps on this process's part of each global batch;
+    the main process writes the parameters and the sharded test evaluation to ``out``."""
+    cfg = load_config(None, SMALL)
+    world = distributed.setup("cpu")
+    torch.manual_seed(0)
+    splits = load_splits(cfg.data)
+    flow = build_model(cfg.model, splits.image_shape, splits.num_levels)
+    initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, "cpu")
+    step = TrainStep(flow, make_optimizer(flow, 2e-3, 0.0), device=world.device, world=world)
+    batches = BatchSampler(splits.train.images, 64, world.device, seed=1, part=world.part)
+    for index in range(steps):
+        step(batches(), index, 2e-3)
+    bpd, se = evaluate_bpd(flow, splits.test, 50, world=world)
+    if world.is_main:
+        torch.save({"model": flow.state_dict(), "bpd": bpd, "se": se}, out)
+    distributed.teardown(world)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", *args]
+
+
+def test_two_ranks_take_the_steps_of_one_process_and_evaluate_alike(tmp_path):
+    out = tmp_path / "two.pt"
+    subprocess.run(torchrun(__file__, str(out)), check=True, env=ENV, capture_output=True)
+    train_a_few_steps(tmp_path / "one.pt")
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(out)
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=0, atol=1e-5, msg=key)
+    changed = build_model(load_config(None, SMALL).model, (1, 8, 8), 17).state_dict()
+    assert any(not torch.equal(changed[k], v) for k, v in one["model"].items() if "weight" in k)
+    assert abs(two["bpd"] - one["bpd"]) < 1e-6 and abs(two["se"] - one["se"]) < 1e-6
+
+
+def test_sharded_evaluation_sums_to_the_single_process_figure():
+    """Each rank's share of batches, summed, is the whole split: the figure of one process."""
+    cfg = load_config(None, SMALL)
+    test = load_splits(cfg.data).test
+    flow = build_model(cfg.model, (1, 8, 8), 17)
+    whole = evaluate_bpd(flow, test, 50)
+
+    class Rank(distributed.Distributed):
+        shares: list = []
+
+        def sum(self, values):
+            Rank.shares.append(values)
+            return values
+
+    parts = [evaluate_bpd(flow, test, 50, world=Rank(rank=r, world_size=3)) for r in range(3)]
+    count, total, _ = (sum(column) for column in zip(*Rank.shares, strict=True))
+    assert count == len(test) and len({p[0] for p in parts}) == 3
+    assert total / count == pytest.approx(whole[0], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_torchrun_quickstart_survives_sigterm_and_matches_one_process(tmp_path):
+    steps = ["train.steps=300", "train.eval_every=150", "train.checkpoint_every=150"]
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *QUICKSTART, *steps,
+                    f"log.out_dir={single}"], check=True, env=ENV, capture_output=True)
+    run_dir = tmp_path / "two"
+    command = torchrun(str(ROOT / "train.py"), *QUICKSTART, *steps, f"log.out_dir={run_dir}")
+    launcher = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir / "metrics.jsonl", 50, launcher)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and "checkpoint saved" in err
+    stopped = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert 50 <= stopped["step"] < 300
+    done = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    two = json.loads((run_dir / "results.json").read_text())
+    one = json.loads((single / "results.json").read_text())
+    assert two["step"] == one["step"] == 300 and two["processes"] == 2
+    assert abs(two["test_bpd"] - one["test_bpd"]) < 0.05
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "results.json", "samples.png"]
+
+
+def wait_for_step(metrics: Path, step: int, process: subprocess.Popen, limit: float = 300):
+    """Block until ``metrics`` logs a training step >= ``step`` (or the process ends)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists():
+            lines = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+            if any(r.get("step", 0) >= step and "train_bpd" in r for r in lines):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"no step {step} in {metrics} (exit {process.poll()})")
+
+
+def test_sigterm_to_a_plain_training_process_saves_a_checkpoint_and_says_so(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--no-progress", *SMALL, "train.steps=100000",
+         "train.log_every=5", "train.checkpoint_every=100000", f"log.out_dir={run_dir}"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir / "metrics.jsonl", 20, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert len(err.strip().splitlines()) == 1, err
+    stopped_at = int(re.fullmatch(r"error: stopped by SIGTERM at step (\d+); checkpoint saved "
+                                  r"to .* \(continue with --resume\)", err.strip()).group(1))
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == stopped_at >= 20
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_together(tmp_path):
+    port = free_port()
+    run_dir = tmp_path / "nodes"
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+         "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+         str(ROOT / "train.py"), "--no-progress", *SMALL, "train.steps=20",
+         f"log.out_dir={run_dir}"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err
+    result = json.loads((run_dir / "results.json").read_text())
+    assert result["processes"] == 2 and result["step"] == 20
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_run_in_bounded_time_and_keeps_the_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    command = torchrun(str(ROOT / "train.py"), "--no-progress", *SMALL, "train.steps=100000",
+                       "train.checkpoint_every=20", "train.log_every=5",
+                       f"log.out_dir={run_dir}")
+    launcher = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir / "metrics.jsonl", 45, launcher)
+    worker = next(int(pid) for pid in subprocess.run(
+        ["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split())
+    os.kill(worker, signal.SIGKILL)
+    start = time.monotonic()
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and time.monotonic() - start < 60
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert saved["step"] >= 40 and saved["step"] % 20 == 0
+
+
+if __name__ == "__main__":
+    train_a_few_steps(Path(sys.argv[1]))
