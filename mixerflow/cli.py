@@ -73,6 +73,51 @@ def _campaign(args: argparse.Namespace) -> None:
     print(f"campaign report: {out / 'report.md'}")
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    from mixerflow import store
+    from mixerflow.data import STORE_NAMES, data_root
+
+    show = not args.no_progress
+    if args.verify:
+        store.verify_store(Path(args.verify), show_progress=show)
+        print(f"{args.verify}: every file matches its sha256")
+        return
+    if not args.source:
+        raise UserError("prepare needs a SOURCE (imagenet32, imagenet64, cifar10, folder:DIR "
+                        "…) or --verify STORE")
+    if args.source in STORE_NAMES:
+        if not args.src:
+            raise UserError(f"prepare {args.source} needs --src, the folder of "
+                            "train_data_batch_*.npz and val_data.npz")
+        side = int(args.source[len("imagenet"):])
+        splits, num_levels = store.imagenet_batches(Path(args.src), side), 256
+        out = Path(args.out or data_root(args.data_root) / args.source)
+    else:
+        if not args.out:
+            raise UserError(f"prepare {args.source} needs --out, the store folder to write")
+        out = Path(args.out)
+        splits, num_levels = _source_splits(args)
+    meta = store.write_store(out, args.source, splits, num_levels, show_progress=show)
+    for name, info in meta["splits"].items():
+        print(f"{name}: {info['count']} images {tuple(info['shape'])}, sha256 "
+              f"{info['sha256'][f'{name}_images.npy'][:16]}…")
+    print(f"store written to {out}; train with data.name=store:{out}")
+
+
+def _source_splits(args: argparse.Namespace) -> tuple[dict, int]:
+    """A source the loader reads (folder:DIR streamed; others loaded) as store chunks, and
+    its number of levels."""
+    from mixerflow import store
+    from mixerflow.config import DataConfig, validate_data_name
+    from mixerflow.data import load_train_test
+
+    validate_data_name(args.source)
+    if args.source.startswith("folder:"):
+        return store.folder_images(Path(args.source[7:]), args.image_size), 256
+    train, test, num_levels = load_train_test(DataConfig(name=args.source, root=args.data_root))
+    return store.loaded_sets(train, test), num_levels
+
+
 def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) -> None:
     from mixerflow import bench
 
@@ -308,6 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the same path on the CPU with a tiny model on the digits")
     campaign.epilog = "Any further key.sub=value arguments override both configs."
     campaign.set_defaults(run=_campaign)
+
+    prepare = commands.add_parser(
+        "prepare", help="convert a data set once into a memory-mapped store (large data sets)",
+        description="Write train/test images and labels as .npy files that training maps "
+        "instead of loading (data.name=store:DIR, or imagenet32 / imagenet64 under the data "
+        "root), with sha256 checksums in meta.json.")
+    prepare.add_argument("source", nargs="?", help="imagenet32 | imagenet64 (with --src), "
+                         "cifar10, mnist, fashion_mnist, digits, npz:DIR or folder:DIR")
+    prepare.add_argument("--src", help="imagenet32/64: folder of train_data_batch_*.npz and "
+                         "val_data.npz")
+    prepare.add_argument("--out", help="store folder (imagenet32/64: default DATA_ROOT/<name>)")
+    prepare.add_argument("--data-root", help="data root (else $MIXERFLOW_DATA, else ./data)")
+    prepare.add_argument("--image-size", type=int, help="folder:DIR only: resize to this size")
+    prepare.add_argument("--verify", metavar="STORE", help="instead: check a store's checksums")
+    prepare.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    prepare.set_defaults(run=_prepare)
 
     bench = commands.add_parser("bench", help="time and memory of training steps per config")
     bench.add_argument("--config", action="append", required=True,

@@ -17,14 +17,15 @@ from mixerflow.transforms.coupling import COUPLINGS
 from mixerflow.transforms.mixing import LINEAR_MAPS
 
 MODEL_KINDS = ("mixerflow", "glow")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
 class DataConfig:
-    """Which images: a named data set, ``npz:DIR`` (train.npz/test.npz) or ``folder:DIR``."""
+    """Which images: a named data set, ``npz:DIR`` (train.npz/test.npz), ``folder:DIR`` or
+    ``store:DIR`` (a memory-mapped store made by ``mixerflow prepare``)."""
 
     name: str = "digits"
     root: str | None = None  # local copies; else $MIXERFLOW_DATA, else ./data
@@ -187,11 +188,16 @@ def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
 
 
+def validate_data_name(name: str) -> None:
+    named = name in DATASETS or name.startswith(("npz:", "folder:", "store:"))
+    _require(named, "data.name",
+             f"must be one of {', '.join(DATASETS)}, npz:DIR, folder:DIR or store:DIR")
+
+
 def validate(cfg: Config) -> None:
     """Range and choice checks that the types alone do not express."""
     d, m, t, lg = cfg.data, cfg.model, cfg.train, cfg.log
-    named = d.name in DATASETS or d.name.startswith(("npz:", "folder:"))
-    _require(named, "data.name", f"must be one of {', '.join(DATASETS)}, npz:DIR or folder:DIR")
+    validate_data_name(d.name)
     _require(d.val_size >= 1, "data.val_size", "must be at least 1")
     _require(d.image_size is None or d.image_size >= 2, "data.image_size", "must be at least 2")
     _choice(m.kind, "model.kind", MODEL_KINDS)

@@ -18,16 +18,22 @@ import numpy as np
 import torch
 
 from mixerflow.errors import UserError
+from mixerflow.store import IndexedImages, read_store
 
 SPLIT_SEED = 20240601  # fixes the validation split independently of the training seed
 
 
 @dataclass
 class ImageSet:
-    """``images`` uint8 ``(N, C, H, W)`` in ``{0, …, num_levels-1}``; ``labels`` int64 ``(N,)``."""
+    """``images`` uint8 ``(N, C, H, W)`` in ``{0, …, num_levels-1}``; ``labels`` int64 ``(N,)``.
 
-    images: torch.Tensor
+    ``mapped``: the images are a memory-mapped store's (pages read on use, shared by the
+    processes of a machine), so subsets index them instead of copying.
+    """
+
+    images: torch.Tensor | IndexedImages
     labels: torch.Tensor
+    mapped: bool = False
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -156,9 +162,28 @@ def _folder_split(folder: Path, image_size: int | None) -> ImageSet:
     return ImageSet(torch.stack(images), torch.tensor(dataset.targets, dtype=torch.int64))
 
 
+def _store(folder: Path) -> tuple[ImageSet, ImageSet, int]:
+    meta, tensors = read_store(folder)
+    train, test = (ImageSet(*tensors[name], mapped=True) for name in ("train", "test"))
+    return train, test, meta["num_levels"]
+
+
+def _named_store(root: Path, name: str) -> tuple[ImageSet, ImageSet, int]:
+    folder = root / name
+    if not (folder / "meta.json").is_file():
+        raise UserError(f"{name} is read from a prepared store at {folder}, which is missing; "
+                        f"make it with: mixerflow prepare {name} --src DIR_OF_BATCH_FILES "
+                        f"--data-root {root}")
+    return _store(folder)
+
+
 def load_train_test(cfg) -> tuple[ImageSet, ImageSet, int]:
     """Train and test sets plus the number of levels, for a :class:`DataConfig`."""
     root = data_root(cfg.root)
+    if cfg.name in STORE_NAMES:
+        return _named_store(root, cfg.name)
+    if cfg.name.startswith("store:"):
+        return _store(Path(cfg.name[6:]))
     if cfg.name == "digits":
         return (*_digits(), 17)
     if cfg.name == "mnist":
@@ -176,8 +201,9 @@ def load_train_test(cfg) -> tuple[ImageSet, ImageSet, int]:
     raise UserError(f"unknown data set {cfg.name!r}")
 
 
+STORE_NAMES = ("imagenet32", "imagenet64")  # read from <root>/<name>, made by prepare
 KNOWN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32)}
+                "cifar10": (3, 32, 32), "imagenet32": (3, 32, 32), "imagenet64": (3, 64, 64)}
 
 
 def image_shape_of(cfg) -> tuple[int, int, int]:
@@ -191,7 +217,9 @@ def image_shape_of(cfg) -> tuple[int, int, int]:
 def load_splits(cfg) -> Splits:
     """Train / validation / test for a :class:`~mixerflow.config.DataConfig`.
 
-    The validation images are a fixed random subset of train (same for every run).
+    The validation images are a fixed random subset of train (same for every run). From a
+    memory-mapped store the validation images are copied (they are few) and the training
+    split indexes the mapped file.
     """
     train, test, num_levels = load_train_test(cfg)
     if cfg.val_size >= len(train):
@@ -205,7 +233,12 @@ def load_splits(cfg) -> Splits:
     def subset(idx: torch.Tensor) -> ImageSet:
         return ImageSet(train.images[idx], train.labels[idx])
 
-    return Splits(subset(train_idx), subset(val_idx), test, num_levels)
+    if train.mapped:
+        train_split = ImageSet(IndexedImages(train.images, train_idx), train.labels[train_idx],
+                               mapped=True)
+    else:
+        train_split = subset(train_idx)
+    return Splits(train_split, subset(val_idx), test, num_levels)
 
 
 def fits_on(device: torch.device, images: torch.Tensor) -> bool:
@@ -227,12 +260,14 @@ class BatchSampler:
     the same stream.
 
     The split is copied to the device once when it fits (:func:`fits_on`), so a step needs
-    no host-to-device transfer; otherwise it stays in host memory and each batch travels.
+    no host-to-device transfer; otherwise (or from a memory-mapped store) it stays in host
+    memory and each batch travels.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, seed: int,
-                 part: tuple[int, int] = (0, 1)):
-        self.images = images.to(device) if fits_on(device, images) else images
+    def __init__(self, images: torch.Tensor | IndexedImages, batch_size: int,
+                 device: torch.device, seed: int, part: tuple[int, int] = (0, 1)):
+        in_memory = isinstance(images, torch.Tensor)  # a mapped store stays mapped
+        self.images = images.to(device) if in_memory and fits_on(device, images) else images
         self.batch_size, self.device = batch_size, device
         index, parts = part
         share = batch_size // parts
