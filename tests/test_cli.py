@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mixerflow import distributed
 from mixerflow.cli import main
+from mixerflow.lifecycle import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]
@@ -35,6 +37,16 @@ def test_missing_data_root(capsys, tmp_path):
     argv = ["train", *QUICK, "data.name=mnist", "--data-root", str(tmp_path / "nowhere"),
             f"log.out_dir={tmp_path / 'run'}"]
     fails_with(capsys, argv, "not found in")
+
+
+def test_a_locked_run_folder_and_an_uneven_global_batch(capsys, tmp_path, monkeypatch):
+    argv = ["train", *QUICK, f"log.out_dir={tmp_path / 'run'}"]
+    with RunLock(tmp_path / "run"):
+        fails_with(capsys, argv, "is in use by another training (pid")
+    monkeypatch.setattr(distributed, "setup", lambda *args: distributed.Distributed(
+        rank=0, world_size=3))  # as if torchrun had started three processes
+    fails_with(capsys, [*argv, "train.batch_size=64"],
+               "'train.batch_size' (64) is the global batch and must divide evenly among the 3")
 
 
 def test_corrupt_checkpoint(capsys, tmp_path):
