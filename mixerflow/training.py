@@ -24,7 +24,7 @@ from mixerflow.checkpoint import (
     save_checkpoint,
 )
 from mixerflow.config import Config
-from mixerflow.data import BatchSampler, ImageSet, load_splits
+from mixerflow.data import BatchSampler, ImageSet, Splits, load_splits
 from mixerflow.distributed import Distributed
 from mixerflow.errors import LostPeer, UserError
 from mixerflow.lifecycle import RunLock, StopSignals
@@ -207,115 +207,146 @@ def train(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict
         distributed.teardown(world)
 
 
+@dataclass
+class Run:
+    """What the loop works with; ``log`` and every file write belong to the main rank."""
+
+    cfg: Config
+    world: Distributed
+    flow: ImageFlow
+    step: TrainStep
+    batches: BatchSampler
+    progress: Progress
+    splits: Splits
+    log: RunLog | None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.log.out_dir)
+
+    def checkpoint(self) -> None:
+        """Save the training state at a step boundary (every rank must call it)."""
+        self.step.check()  # never replace a good checkpoint with a diverged model
+        if self.world.is_main:
+            save_checkpoint(
+                self.run_dir / "checkpoint.pt", self.flow, self.cfg,
+                optimizer=self.step.optimizer.state_dict(), step=self.progress.step,
+                elapsed=self.progress.elapsed, rng=torch.get_rng_state(),
+                step_state=self.step.state_dict(), batch_state=self.batches.state_dict(),
+            )
+
+    def record(self, values: dict) -> None:
+        if self.log:
+            self.log.log({"step": self.progress.step, **values,
+                          "elapsed_s": self.progress.elapsed})
+
+
 def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -> dict:
     run_dir = Path(cfg.log.out_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    device = world.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if world.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(world.device)
     splits = load_splits(cfg.data)
 
-    flow, step, batches, progress = _start_or_resume(cfg, resume, ckpt_path, splits, world)
-    memory_at_start = 0.0 if device.type == "cuda" else current_rss_mb()
+    flow, step, batches, progress = _start_or_resume(
+        cfg, resume, run_dir / "checkpoint.pt", splits, world)
+    memory_at_start = 0.0 if world.device.type == "cuda" else current_rss_mb()
     if world.is_main:
         atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
             yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
-
-    def checkpoint() -> None:
-        step.check()  # never replace a good checkpoint with a diverged model (all ranks)
-        if world.is_main:
-            save_checkpoint(
-                ckpt_path, flow, cfg, optimizer=step.optimizer.state_dict(),
-                step=progress.step, elapsed=progress.elapsed, rng=torch.get_rng_state(),
-                step_state=step.state_dict(), batch_state=batches.state_dict(),
-            )
-
-    def say(text: str) -> None:
-        if world.is_main:
-            bar.write(text)
-
-    num_params = count_parameters(flow)
-    processes = f" x {world.world_size} processes" if world.grouped else ""
-    bar = tqdm(total=cfg.train.steps, initial=progress.step, disable=not show_progress,
-               dynamic_ncols=True)
-    say(f"{cfg.model.kind}: {num_params:,} parameters; {len(splits.train)} train images "
-        f"{splits.image_shape} on {device}{processes}")
-    log = RunLog(run_dir, cfg) if world.is_main else None
+        processes = f" x {world.world_size} processes" if world.grouped else ""
+        print(f"{cfg.model.kind}: {count_parameters(flow):,} parameters; {len(splits.train)} "
+              f"train images {splits.image_shape} on {world.device}{processes}")
+    run = Run(cfg, world, flow, step, batches, progress, splits,
+              RunLog(run_dir, cfg) if world.is_main else None)
     try:
-        window_images, window_time = 0, 0.0
-        stops = StopSignals()
-        try:
-            with stops:
-                while not progress.done(cfg):
-                    start = time.perf_counter()
-                    lr = learning_rate(cfg, progress.step, progress.elapsed)
-                    loss = step(batches(), progress.step, lr)
-                    logging = (progress.step + 1) % cfg.train.log_every == 0
-                    if logging:  # the only host synchronisation, inside the timed span
-                        step.check()
-                        train_bpd = world.sum([loss.item()])[0] / world.world_size
-                        grad_norm = step.grad_norm.item()
-                    spent = time.perf_counter() - start
-                    progress.step += 1
-                    stop, progress.elapsed = world.agree(stops.requested is not None,
-                                                         progress.elapsed + spent)
-                    window_images += cfg.train.batch_size
-                    window_time += spent
-                    bar.update(1)
-                    if logging:
-                        speed = window_images / window_time
-                        bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}")
-                        if log:
-                            log.log({"step": progress.step, "train_bpd": train_bpd, "lr": lr,
-                                     "grad_norm": grad_norm, "images_per_s": speed,
-                                     "elapsed_s": progress.elapsed})
-                        window_images, window_time = 0, 0.0
-                    if progress.step % cfg.train.eval_every == 0:
-                        step.check()
-                        val_bpd, val_se = evaluate_bpd(flow, splits.val, cfg.train.eval_batch_size,
-                                                       world=world)
-                        say(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± {val_se:.4f}")
-                        if log:
-                            log.log({"step": progress.step, "val_bpd": val_bpd,
-                                     "val_bpd_se": val_se, "elapsed_s": progress.elapsed})
-                    if progress.step % cfg.train.checkpoint_every == 0 or stop:
-                        checkpoint()
-                    if stop:
-                        signal_name = stops.requested or "a stop request to another process"
-                        raise UserError(
-                            f"stopped by {signal_name} at step {progress.step}; checkpoint saved "
-                            f"to {ckpt_path} (continue with --resume)")
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what is on disk
-            raise UserError(f"interrupted during step {progress.step + 1}; not saved (the last "
-                            f"checkpoint in {run_dir}, if any, is kept)") from None
-        finally:
-            bar.close()
-        checkpoint()
-
-        test_bpd, test_se = evaluate_bpd(flow, splits.test, cfg.train.eval_batch_size, world=world)
-        peak_memory = peak_memory_mb(device)
-        result = {
-            "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
-            "test_bpd_se": test_se, "num_params": num_params, "elapsed_s": progress.elapsed,
-            "train_images_per_s":
-                progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
-            "peak_memory_mb": peak_memory,
-            # CPU: how far training raised the peak RSS above the RSS with data and model loaded
-            "train_memory_mb": peak_memory - memory_at_start, "device": str(device),
-            "processes": world.world_size,
-        }
+        _run_steps(run, show_progress)
+        run.checkpoint()
+        result = _test_result(run, memory_at_start)
         if world.is_main:
-            _finish_run(cfg, flow, run_dir, result, log)
-            print(f"test bits/dim {test_bpd:.4f} ± {test_se:.4f} over {len(splits.test)} images "
-                  f"after {progress.step} steps ({progress.elapsed / 60:.1f} min, "
-                  f"{result['train_images_per_s']:.0f} images/s); run folder {run_dir}")
+            _finish_run(cfg, flow, run_dir, result, run.log)
+            print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f} over "
+                  f"{len(splits.test)} images after {progress.step} steps "
+                  f"({progress.elapsed / 60:.1f} min, {result['train_images_per_s']:.0f} "
+                  f"images/s); run folder {run_dir}")
         return result
     finally:
-        if log:
-            log.close()
+        if run.log:
+            run.log.close()
+
+
+def _run_steps(run: Run, show_progress: bool) -> None:
+    """Train until the step or time budget ends, validating, logging and checkpointing on
+    schedule; a stop signal ends it at a step boundary with a checkpoint and a UserError."""
+    cfg, world, progress, step = run.cfg, run.world, run.progress, run.step
+    bar = tqdm(total=cfg.train.steps, initial=progress.step, disable=not show_progress,
+               dynamic_ncols=True)
+    window_images, window_time = 0, 0.0
+    stops = StopSignals()
+    try:
+        with stops:
+            while not progress.done(cfg):
+                start = time.perf_counter()
+                lr = learning_rate(cfg, progress.step, progress.elapsed)
+                loss = step(run.batches(), progress.step, lr)
+                logging = (progress.step + 1) % cfg.train.log_every == 0
+                if logging:  # the only host synchronisation, inside the timed span
+                    step.check()
+                    train_bpd = world.sum([loss.item()])[0] / world.world_size
+                    grad_norm = step.grad_norm.item()
+                spent = time.perf_counter() - start
+                progress.step += 1
+                stop, progress.elapsed = world.agree(stops.requested is not None,
+                                                     progress.elapsed + spent)
+                window_images += cfg.train.batch_size
+                window_time += spent
+                bar.update(1)
+                if logging:
+                    speed = window_images / window_time
+                    bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}")
+                    run.record({"train_bpd": train_bpd, "lr": lr, "grad_norm": grad_norm,
+                                "images_per_s": speed})
+                    window_images, window_time = 0, 0.0
+                if progress.step % cfg.train.eval_every == 0:
+                    step.check()
+                    val_bpd, val_se = evaluate_bpd(run.flow, run.splits.val,
+                                                   cfg.train.eval_batch_size, world=world)
+                    if world.is_main:
+                        bar.write(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± "
+                                  f"{val_se:.4f}")
+                    run.record({"val_bpd": val_bpd, "val_bpd_se": val_se})
+                if progress.step % cfg.train.checkpoint_every == 0 or stop:
+                    run.checkpoint()
+                if stop:
+                    signal_name = stops.requested or "a stop request to another process"
+                    raise UserError(
+                        f"stopped by {signal_name} at step {progress.step}; checkpoint saved "
+                        f"to {run.run_dir / 'checkpoint.pt'} (continue with --resume)")
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what is on disk
+        raise UserError(f"interrupted during step {progress.step + 1}; not saved (the last "
+                        f"checkpoint in {run.run_dir}, if any, is kept)") from None
+    finally:
+        bar.close()
+
+
+def _test_result(run: Run, memory_at_start: float) -> dict:
+    """Test bits/dim over the whole test split (sharded), speed and memory, as results.json."""
+    cfg, progress, device = run.cfg, run.progress, run.world.device
+    test_bpd, test_se = evaluate_bpd(run.flow, run.splits.test, cfg.train.eval_batch_size,
+                                     world=run.world)
+    peak_memory = peak_memory_mb(device)
+    return {
+        "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
+        "test_bpd_se": test_se, "num_params": count_parameters(run.flow),
+        "elapsed_s": progress.elapsed,
+        "train_images_per_s": progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9),
+        "peak_memory_mb": peak_memory,
+        # CPU: how far training raised the peak RSS above the RSS with data and model loaded
+        "train_memory_mb": peak_memory - memory_at_start, "device": str(device),
+        "processes": run.world.world_size,
+    }
 
 
 def _finish_run(cfg: Config, flow: ImageFlow, run_dir: Path, result: dict, log: RunLog) -> None:

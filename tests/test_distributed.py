@@ -6,6 +6,7 @@ small model a few steps and writes its parameters and evaluation to ``argv[1]``.
 """
 
 import json
+import math
 import os
 import re
 import signal
@@ -151,20 +152,21 @@ def test_sigterm_to_a_plain_training_process_saves_a_checkpoint_and_says_so(tmp_
 
 
 @pytest.mark.slow
-def test_two_nodes_on_one_machine_train_together(tmp_path):
+def test_two_nodes_on_one_machine_train_together_in_bf16(tmp_path):
     port = free_port()
     run_dir = tmp_path / "nodes"
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
          "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
          str(ROOT / "train.py"), "--no-progress", *SMALL, "train.steps=20",
-         f"log.out_dir={run_dir}"],
+         "train.precision=bf16", f"log.out_dir={run_dir}"],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     for node in nodes:
         _, err = node.communicate(timeout=300)
         assert node.returncode == 0, err
     result = json.loads((run_dir / "results.json").read_text())
     assert result["processes"] == 2 and result["step"] == 20
+    assert math.isfinite(result["test_bpd"]) and result["test_bpd"] < math.log2(17)
 
 
 @pytest.mark.slow
