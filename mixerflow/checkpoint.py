@@ -50,7 +50,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        text = str(err)
+        if "Unsupported global" in text:  # never pass on torch's advice to unpickle it anyway
+            raise UserError(f"{str(path)!r} is not a mixerflow checkpoint: it holds Python "
+                            "objects beyond tensors and plain values, and is not loaded") from None
+        reason = text.splitlines()[0] if text else type(err).__name__
+        if "Weights only load failed" in text:
+            detail = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
+            reason = f"unpickling failed: {detail[0] if detail else 'unreadable'}"
         message = f"checkpoint {str(path)!r} is corrupt or not a torch file ({reason})"
         raise UserError(message) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -4,6 +4,7 @@ Unknown keys and bad values raise :class:`~mixerflow.errors.UserError` naming th
 """
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ MODEL_KINDS = ("mixerflow", "glow")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16")
+MIN_INIT_IMAGES = 32  # fewer gives ActNorm scales from a handful of values (a bad start)
 
 
 @dataclass
@@ -29,7 +31,8 @@ class DataConfig:
 
     name: str = "digits"
     root: str | None = None  # local copies; else $MIXERFLOW_DATA, else ./data
-    val_size: int = 5000  # images carved from train (fixed split) for validation
+    val_size: int | None = None  # images carved from train for validation; None: a tenth
+    # of train, at most 5000
     download: bool = False  # torchvision data sets only; never implicit
     image_size: int | None = None  # folder:DIR only: resize to this square size
 
@@ -116,7 +119,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         raise UserError(f"config key {key!r} must be an integer, got {value!r}")
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
             return float(value)
         raise UserError(f"config key {key!r} must be a number, got {value!r}")
     if annotation is str:
@@ -169,7 +179,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise UserError(f"config file {str(path)!r} is not valid YAML ({err})") from None
     for override in overrides:
         _apply_override(tree, override)
-    return config_from_dict(tree)
+    cfg = config_from_dict(tree)
+    _absolute_data_paths(cfg.data)
+    return cfg
+
+
+def _absolute_data_paths(data: DataConfig) -> None:
+    """Data paths as absolute paths, so a run's checkpoint finds its data from anywhere."""
+    kind, sep, path = data.name.partition(":")
+    if sep and kind in ("npz", "folder", "store"):
+        data.name = f"{kind}:{Path(path).expanduser().absolute()}"
+    if data.root is not None:
+        data.root = str(Path(data.root).expanduser().absolute())
 
 
 def config_from_dict(tree: dict) -> Config:
@@ -198,7 +219,7 @@ def validate(cfg: Config) -> None:
     """Range and choice checks that the types alone do not express."""
     d, m, t, lg = cfg.data, cfg.model, cfg.train, cfg.log
     validate_data_name(d.name)
-    _require(d.val_size >= 1, "data.val_size", "must be at least 1")
+    _require(d.val_size is None or d.val_size >= 1, "data.val_size", "must be at least 1")
     _require(d.image_size is None or d.image_size >= 2, "data.image_size", "must be at least 2")
     _choice(m.kind, "model.kind", MODEL_KINDS)
     _choice(m.coupling, "model.coupling", COUPLINGS)
@@ -210,8 +231,11 @@ def validate(cfg: Config) -> None:
     _require(m.tail_bound > 0, "model.tail_bound", "must be positive")
     _require(0 <= m.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every",
-                "checkpoint_every", "init_batch_size"):
+                "checkpoint_every"):
         _require(getattr(t, key) >= 1, f"train.{key}", "must be at least 1")
+    _require(t.init_batch_size >= MIN_INIT_IMAGES, "train.init_batch_size",
+             f"must be at least {MIN_INIT_IMAGES}: ActNorm's data-dependent init takes its "
+             f"means and scales from these images; got {t.init_batch_size}")
     _require(t.warmup_steps >= 0, "train.warmup_steps", "must be at least 0")
     _require(t.lr > 0, "train.lr", "must be positive")
     _require(t.grad_clip > 0, "train.grad_clip", "must be positive")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mixerflow.errors import UserError
-from mixerflow.store import IndexedImages, read_store
+from mixerflow.store import IndexedImages, as_pixels, collect, folder_images, read_store
 
 SPLIT_SEED = 20240601  # fixes the validation split independently of the training seed
 
@@ -112,12 +112,19 @@ def _npz_split(path: Path) -> ImageSet:
     try:
         with np.load(path) as archive:
             data, labels = archive["data"], archive["labels"]
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError) as err:
         raise UserError(f"{path} is not an image .npz with 'data' and 'labels' ({err})") from None
+    if data.ndim != 2 or data.shape[1] < 3:
+        raise UserError(f"{path}: 'data' is {data.shape}; expected one row of 3 x s x s values "
+                        "per image")
     side = int(round((data.shape[1] / 3) ** 0.5))
-    if data.ndim != 2 or 3 * side * side != data.shape[1]:
+    if 3 * side * side != data.shape[1]:
         raise UserError(f"{path}: rows of {data.shape[1]} values are not 3 x s x s images")
-    return _as_set(data.reshape(-1, 3, side, side), labels)
+    labels = np.asarray(labels)
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: 'labels' is {labels.shape} {labels.dtype}; expected one "
+                        f"integer per image ({len(data)})")
+    return _as_set(as_pixels(data, str(path)).reshape(-1, 3, side, side), labels)
 
 
 def _npz_dir(folder: Path) -> tuple[ImageSet, ImageSet]:
@@ -146,20 +153,10 @@ def _cifar10(root: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     return sets[0], sets[1]
 
 
-def _folder_split(folder: Path, image_size: int | None) -> ImageSet:
-    import torchvision
-    from torchvision.transforms import v2
-
-    if not folder.is_dir():
-        raise UserError(f"image folder {folder} not found (expected train/ and test/ inside)")
-    steps = [v2.PILToTensor()]
-    if image_size:
-        steps.insert(0, v2.Resize((image_size, image_size)))
-    dataset = torchvision.datasets.ImageFolder(str(folder), transform=v2.Compose(steps))
-    images = [image for image, _ in dataset]
-    if len({tuple(image.shape) for image in images}) > 1:
-        raise UserError(f"images in {folder} differ in size or mode; set data.image_size")
-    return ImageSet(torch.stack(images), torch.tensor(dataset.targets, dtype=torch.int64))
+def _folder(folder: Path, image_size: int | None) -> tuple[ImageSet, ImageSet]:
+    """An image folder in memory; test classes are numbered as train's (see the store's)."""
+    splits = folder_images(folder, image_size)
+    return tuple(ImageSet(*collect(*splits[name])) for name in ("train", "test"))
 
 
 def _store(folder: Path) -> tuple[ImageSet, ImageSet, int]:
@@ -195,9 +192,7 @@ def load_train_test(cfg) -> tuple[ImageSet, ImageSet, int]:
     if cfg.name.startswith("npz:"):
         return (*_npz_dir(Path(cfg.name[4:])), 256)
     if cfg.name.startswith("folder:"):
-        folder = Path(cfg.name[7:])
-        train = _folder_split(folder / "train", cfg.image_size)
-        return train, _folder_split(folder / "test", cfg.image_size), 256
+        return (*_folder(Path(cfg.name[7:]), cfg.image_size), 256)
     raise UserError(f"unknown data set {cfg.name!r}")
 
 
@@ -217,18 +212,20 @@ def image_shape_of(cfg) -> tuple[int, int, int]:
 def load_splits(cfg) -> Splits:
     """Train / validation / test for a :class:`~mixerflow.config.DataConfig`.
 
-    The validation images are a fixed random subset of train (same for every run). From a
+    The validation images are a fixed random subset of train (same for every run):
+    ``data.val_size`` of them, or a tenth of train up to 5000. From a
     memory-mapped store the validation images are copied (they are few) and the training
     split indexes the mapped file.
     """
     train, test, num_levels = load_train_test(cfg)
-    if cfg.val_size >= len(train):
+    val_size = cfg.val_size or min(5000, max(1, len(train) // 10))
+    if val_size >= len(train):
         raise UserError(
-            f"config key 'data.val_size' ({cfg.val_size}) must be below the "
+            f"config key 'data.val_size' ({val_size}) must be below the "
             f"{len(train)} training images"
         )
     order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(train)))
-    val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
+    val_idx, train_idx = order[:val_size], order[val_size:]
 
     def subset(idx: torch.Tensor) -> ImageSet:
         return ImageSet(train.images[idx], train.labels[idx])

@@ -46,7 +46,8 @@ class RunLock:
     """An exclusive ``flock`` on ``run_dir/.lock`` while a training writes into ``run_dir``.
 
     The kernel drops the lock when its process ends, however it ends, so a lock file left by
-    a killed run is stale and is simply taken over. The file records who holds it, for the
+    a killed run is stale and is simply taken over, along with the temporary files of an
+    atomic write that the kill interrupted. The file records who holds it, for the
     error a second training gets. (On network file systems ``flock`` is only as good as
     the server's lock support.)
     """
@@ -80,6 +81,8 @@ class RunLock:
         self._file.truncate()
         self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         self._file.flush()
+        for leftover in self.run_dir.glob(".*.tmp"):  # a killed writer's; nobody else writes
+            leftover.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Unlock; a folder this lock created and nothing else wrote to is removed again."""

@@ -7,14 +7,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mixerflow.checkpoint import atomic_write
 from mixerflow.config import Config
 
 
 class RunLog:
-    """Append one JSON line per record to ``run_dir/metrics.jsonl`` and mirror it to wandb."""
+    """Append one JSON line per record to ``run_dir/metrics.jsonl`` and mirror it to wandb.
 
-    def __init__(self, run_dir: Path, cfg: Config):
+    ``resumed_at``: the step of the checkpoint a resumed run starts from; records after it
+    (which the run will write again) are dropped. None: a new run, which starts the file
+    afresh (a file left there belongs to a run that wrote no checkpoint).
+    """
+
+    def __init__(self, run_dir: Path, cfg: Config, resumed_at: int | None = None):
         self.path = run_dir / "metrics.jsonl"
+        _keep_records_until(self.path, resumed_at)
         self.wandb_run = None
         mode = os.environ.get("WANDB_MODE") or cfg.log.wandb
         if mode != "disabled":
@@ -30,6 +37,22 @@ class RunLog:
     def close(self) -> None:
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def _keep_records_until(path: Path, step: int | None) -> None:
+    if not path.exists():
+        return
+    kept = []
+    if step is not None:
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step and \
+                    "test_bpd" not in record:
+                kept.append(line + "\n")
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
 def _start_wandb(run_dir: Path, cfg: Config, mode: str):

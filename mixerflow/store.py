@@ -189,6 +189,7 @@ def _batch_files_chunks(paths: list[Path], side: int) -> Chunks:
     for path in paths:
         with np.load(path) as archive:
             data, labels = archive["data"], np.asarray(archive["labels"], dtype=np.int64)
+        data = as_pixels(data, str(path))
         if data.ndim != 2 or data.shape[1] != 3 * side * side or len(labels) != len(data):
             raise UserError(f"{path}: expected 'data' rows of 3x{side}x{side} values and one "
                             f"label per row, got {data.shape} and {len(labels)} labels")
@@ -218,9 +219,21 @@ def imagenet_batches(src: Path, side: int) -> dict[str, tuple[int, tuple, Chunks
     return splits
 
 
+def _open_image(path: str):
+    """An image file as PIL: grayscale ones stay one channel, the rest become RGB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise UserError(f"{path} is not a readable image ({err})") from None
+
+
 def folder_images(src: Path, image_size: int | None) -> dict[str, tuple[int, tuple, Chunks]]:
     """``train/<class>/*`` and ``test/<class>/*`` image files, streamed one by one; classes
-    are numbered by their sorted names in train (test must use the same names)."""
+    are numbered by their sorted names in train (test must use the same names). Grayscale
+    folders give one channel; every image must have the same size and channels."""
     import torchvision
     from torchvision.transforms import v2
 
@@ -232,20 +245,55 @@ def folder_images(src: Path, image_size: int | None) -> dict[str, tuple[int, tup
         folder = Path(src) / name
         if not folder.is_dir():
             raise UserError(f"image folder {folder} not found (expected train/ and test/)")
-        dataset = torchvision.datasets.ImageFolder(str(folder), transform=v2.Compose(steps))
+        try:
+            dataset = torchvision.datasets.ImageFolder(str(folder), transform=v2.Compose(steps),
+                                                       loader=_open_image)
+        except (FileNotFoundError, OSError) as err:  # e.g. a class folder with no image
+            raise UserError(f"image folder {folder}: {err}") from None
         classes = classes or dataset.classes
         unknown = sorted(set(dataset.classes) - set(classes))
         if unknown:
             raise UserError(f"{folder} has classes that train/ lacks: {', '.join(unknown)}")
         remap = np.array([classes.index(c) for c in dataset.classes], dtype=np.int64)
+        shape = tuple(dataset[0][0].shape)
 
-        def chunks(dataset=dataset, remap=remap) -> Chunks:
-            for image, label in dataset:
+        def chunks(dataset=dataset, remap=remap, shape=shape) -> Chunks:
+            for (path, label), (image, _) in zip(dataset.samples, dataset, strict=True):
+                if tuple(image.shape) != shape:
+                    raise UserError(f"{path} is {tuple(image.shape)} (channels, height, width) "
+                                    f"but the first image is {shape}; set data.image_size or "
+                                    "make the channels agree")
                 yield image.numpy()[None], remap[[label]]
 
-        shape = tuple(dataset[0][0].shape)
         splits[name] = (len(dataset), shape, chunks())
     return splits
+
+
+def collect(count: int, shape: tuple, chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor]:
+    """A source's chunks gathered in memory: images ``(count, *shape)`` uint8, labels."""
+    images = torch.empty((count, *shape), dtype=torch.uint8)
+    labels = torch.empty(count, dtype=torch.int64)
+    filled = 0
+    for chunk_images, chunk_labels in chunks:
+        end = filled + len(chunk_images)
+        images[filled:end] = torch.from_numpy(chunk_images)
+        labels[filled:end] = torch.from_numpy(chunk_labels)
+        filled = end
+    return images, labels
+
+
+def as_pixels(data: np.ndarray, where: str) -> np.ndarray:
+    """``data`` as uint8 pixel values, refusing what a cast would silently change (floats in
+    [0, 1), values outside 0..255)."""
+    if data.dtype == np.uint8:
+        return data
+    if not np.issubdtype(data.dtype, np.integer):
+        raise UserError(f"{where}: pixel data are {data.dtype}; expected integers 0..255 "
+                        "(uint8)")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise UserError(f"{where}: pixel values span {data.min()}..{data.max()}; expected "
+                        "0..255")
+    return data.astype(np.uint8)
 
 
 def loaded_sets(train, test) -> dict[str, tuple[int, tuple, Chunks]]:

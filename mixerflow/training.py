@@ -112,12 +112,13 @@ class Progress:
 
 
 WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resumes
+SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size"}}  # None: every key
 
 
 def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
-    for section in ("data", "model"):
+    for section, keys in SAME_RUN_KEYS.items():
         ours, theirs = getattr(cfg, section).__dict__, getattr(saved, section).__dict__
-        for key in ours.keys() - WHERE_NOT_WHAT:
+        for key in (keys or ours.keys()) - WHERE_NOT_WHAT:
             if ours[key] != theirs[key]:
                 raise UserError(
                     f"--resume: {section}.{key} is {ours[key]!r} but {path} was trained "
@@ -259,8 +260,8 @@ def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -
         processes = f" x {world.world_size} processes" if world.grouped else ""
         print(f"{cfg.model.kind}: {count_parameters(flow):,} parameters; {len(splits.train)} "
               f"train images {splits.image_shape} on {world.device}{processes}")
-    run = Run(cfg, world, flow, step, batches, progress, splits,
-              RunLog(run_dir, cfg) if world.is_main else None)
+    log = RunLog(run_dir, cfg, progress.step if resume else None) if world.is_main else None
+    run = Run(cfg, world, flow, step, batches, progress, splits, log)
     try:
         _run_steps(run, show_progress)
         run.checkpoint()

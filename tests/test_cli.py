@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mixerflow import distributed
 from mixerflow.cli import main
@@ -54,6 +55,11 @@ def test_corrupt_checkpoint(capsys, tmp_path):
     broken.write_bytes(b"not a checkpoint at all")
     fails_with(capsys, ["sample", "--checkpoint", str(broken)], "is corrupt or not a torch file")
     fails_with(capsys, ["sample", "--checkpoint", str(tmp_path / "gone.pt")], "not found")
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "mixerflow-checkpoint-v1", "payload": Path("/")}, unsafe)
+    fails_with(capsys, ["sample", "--checkpoint", str(unsafe)],
+               "is not a mixerflow checkpoint: it holds Python objects beyond tensors")
+    assert "weights_only" not in capsys.readouterr().err
 
 
 def test_train_then_sample_from_the_command_line(tmp_path):

@@ -21,6 +21,13 @@ def test_overrides_are_typed_and_nested(tmp_path):
     assert cfg.train.max_minutes == 2.0 and cfg.model.shift is False
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 3e-4\n")  # YAML 1.1 reads this as a string
+    assert load_config(path).train.lr == 3e-4
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+
+
 def test_round_trip_through_a_dict():
     cfg = load_config(None, ["model.coupling=rq-spline", "data.root=/x"])
     assert config_from_dict(cfg.to_dict()) == cfg
@@ -36,6 +43,10 @@ def test_round_trip_through_a_dict():
         (["model.coupling=cubic"], "'model.coupling' must be one of affine, additive, rq-spline"),
         (["model.shift=maybe"], "'model.shift' must be true or false"),
         (["train.lr=-1"], "'train.lr' must be positive"),
+        (["train.lr=.inf"], "'train.lr' must be a finite number"),
+        (["train.max_minutes=.nan"], "'train.max_minutes' must be a finite number"),
+        (["train.lr=fast"], "'train.lr' must be a number, got 'fast'"),
+        (["train.init_batch_size=1"], "'train.init_batch_size' must be at least 32"),
         (["data.name=imagenet"], "'data.name' must be one of"),
         (["train.device=tpu"], "'train.device' must be auto, cpu, cuda"),
         (["blocks"], "not of the form key.sub=value"),

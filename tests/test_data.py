@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,9 +25,41 @@ def test_digits_are_offline_17_level_images_with_a_fixed_split():
     assert torch.equal(again.val.images, splits.val.images)
 
 
-def test_val_size_must_leave_training_images():
+def test_val_size_must_leave_training_images_and_defaults_to_a_tenth():
     with pytest.raises(UserError, match="'data.val_size' \\(5000\\) must be below the 1437"):
-        splits_for("data.name=digits")
+        splits_for("data.name=digits", "data.val_size=5000")
+    splits = splits_for("data.name=digits")  # no config at all: a tenth of train validates
+    assert (len(splits.train), len(splits.val)) == (1294, 143)
+
+
+def test_relative_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.name=npz:here/data", "data.root=../elsewhere"])
+    assert cfg.data.name == f"npz:{tmp_path / 'here' / 'data'}"
+    assert Path(cfg.data.root).is_absolute()
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.random.default_rng(0).random((4, 48)), "pixel data are float64; expected integers"),
+    (np.full((4, 48), 300, dtype=np.int16), "pixel values span 300..300; expected 0..255"),
+    (np.full((4, 48), -1, dtype=np.int64), "pixel values span -1..-1"),
+])
+def test_npz_pixels_that_a_cast_would_change_are_refused(tmp_path, data, message):
+    for split in ("train", "test"):
+        np.savez(tmp_path / f"{split}.npz", data=data, labels=np.arange(4))
+    with pytest.raises(UserError, match=message):
+        splits_for(f"data.name=npz:{tmp_path}", "data.val_size=1")
+
+
+def test_npz_in_range_integers_and_label_mismatch(tmp_path):
+    data = np.arange(4 * 48).reshape(4, 48) % 256
+    for split in ("train", "test"):
+        np.savez(tmp_path / f"{split}.npz", data=data.astype(np.int32), labels=np.arange(4))
+    assert torch.equal(splits_for(f"data.name=npz:{tmp_path}", "data.val_size=1").test.images,
+                       torch.from_numpy(data.astype(np.uint8).reshape(4, 3, 4, 4)))
+    np.savez(tmp_path / "test.npz", data=data.astype(np.uint8), labels=np.arange(3))
+    with pytest.raises(UserError, match="'labels' is \\(3,\\) int64; expected one integer per"):
+        splits_for(f"data.name=npz:{tmp_path}", "data.val_size=1")
 
 
 def test_missing_data_root_names_the_file(tmp_path):
@@ -62,6 +97,36 @@ def test_image_folder_with_resize(tmp_path):
     splits = splits_for(f"data.name=folder:{tmp_path}", "data.image_size=8", "data.val_size=2")
     assert splits.image_shape == (3, 8, 8)
     assert len(splits.test) == 6 and set(splits.test.labels.tolist()) == {0, 1}
+
+
+def test_image_folder_numbers_test_classes_as_train_and_keeps_grayscale(tmp_path):
+    for split, classes in (("train", "abc"), ("test", "ac")):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("L", (4, 4), 10 * ord(cls) % 256).save(tmp_path / split / cls / "0.png")
+    splits = splits_for(f"data.name=folder:{tmp_path}", "data.val_size=1")
+    assert splits.image_shape == (1, 4, 4)
+    assert splits.test.labels.tolist() == [0, 2]  # "c" is class 2, as in train
+    assert splits.test.images[1].unique().tolist() == [10 * ord("c") % 256]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("empty", "Found no valid file"), ("corrupt", "is not a readable image"),
+    ("rgb", "but the first image is (1, 4, 4)"),
+])
+def test_image_folder_damage_is_one_line(tmp_path, damage, message):
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("L", (4, 4)).save(tmp_path / split / cls / "0.png")
+    if damage == "empty":
+        (tmp_path / "train" / "b" / "0.png").unlink()
+    elif damage == "corrupt":
+        (tmp_path / "train" / "b" / "0.png").write_bytes(b"\x89PNG broken")
+    else:
+        Image.new("RGB", (4, 4)).save(tmp_path / "test" / "b" / "1.png")
+    with pytest.raises(UserError, match=re.escape(message)):
+        splits_for(f"data.name=folder:{tmp_path}", "data.val_size=1")
 
 
 @pytest.mark.parametrize(

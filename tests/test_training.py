@@ -83,6 +83,9 @@ def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resume_is_exact(tmp_pa
         assert torch.equal(value, halves["model"][key]), key
     results = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert resumed["test_bpd"] == results["test_bpd"]
+    logged = [json.loads(line) for line in (tmp_path / "halves" / "metrics.jsonl").open()]
+    straight_log = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").open()]
+    assert [r["step"] for r in logged] == [r["step"] for r in straight_log]  # none twice
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -100,8 +103,12 @@ def test_a_run_folder_in_use_refuses_a_second_training_and_a_stale_lock_is_taken
     assert not (tmp_path / "run").exists()  # the lock made the folder; nothing else wrote
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".lock").write_text("pid 999999 on a-machine-that-crashed\n")
+    (tmp_path / "run" / ".checkpoint.pt.k9x.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 700, "train_bpd": 9}\n')
     _, result = run(tmp_path, "run", "train.steps=5")
     assert result["step"] == 5
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert "700" not in (tmp_path / "run" / "metrics.jsonl").read_text()
 
 
 def test_reloaded_checkpoint_reproduces_test_bpd(tmp_path):
@@ -121,6 +128,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
         run(tmp_path, "run", "train.steps=10", "model.blocks=3", resume=True)
     with pytest.raises(UserError, match="data.val_size is 100 but"):
         run(tmp_path, "run", "train.steps=10", "data.val_size=100", resume=True)
+    with pytest.raises(UserError, match="train.batch_size is 32 but .* with 64"):
+        run(tmp_path, "run", "train.steps=10", "train.batch_size=32", resume=True)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
