@@ -178,7 +178,9 @@ def _sample(args: argparse.Namespace) -> None:
         sampling.save_grid(images, flow.num_levels, path)
         if args.npy:
             np.save(path.with_suffix(".npy"), images.numpy())
-        print(f"{args.n} samples at temperature {temperature:g} -> {path} "
+        shown = "" if args.n <= sampling.GRID_LIMIT else f" (the grid shows the first " \
+            f"{sampling.GRID_LIMIT}{'' if args.npy else '; --npy saves all'})"
+        print(f"{args.n} samples at temperature {temperature:g} -> {path}{shown} "
               f"({args.n / seconds:.0f} samples/s)")
     if not (args.reconstruct or args.interpolate):
         return

@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 import torchvision
 
+GRID_LIMIT = 1024  # images a PNG grid shows at most (a larger grid is no use to look at)
+
 
 def image_grid(images: torch.Tensor, num_levels: int, nrow: int | None = None) -> torch.Tensor:
     """A float ``(C, H', W')`` grid in ``[0, 1]``, small images upscaled to at least 32 px."""
@@ -20,21 +22,23 @@ def image_grid(images: torch.Tensor, num_levels: int, nrow: int | None = None) -
 def save_grid(
     images: torch.Tensor, num_levels: int, path: str | Path, nrow: int | None = None
 ) -> None:
-    """Write ``images`` as one PNG grid at ``path``."""
+    """Write ``images`` (the first :data:`GRID_LIMIT` of them) as one PNG grid at ``path``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image(image_grid(images, num_levels, nrow), str(path))
+    grid = image_grid(images[:GRID_LIMIT], num_levels, nrow)
+    torchvision.utils.save_image(grid, str(path))
 
 
 def draw_samples(
     flow, num_samples: int, temperature: float, batch_size: int, seed: int
 ) -> torch.Tensor:
-    """uint8 samples ``(N, C, H, W)``, ``batch_size`` at a time; the same for the same seed."""
+    """uint8 samples ``(N, C, H, W)``, ``batch_size`` at a time into one preallocated tensor
+    (the only memory that grows with N); the same for the same seed."""
     generator = torch.Generator().manual_seed(seed)
-    parts = []
+    samples = torch.empty((num_samples, *flow.image_shape), dtype=torch.uint8)
     for start in range(0, num_samples, batch_size):
         count = min(batch_size, num_samples - start)
-        parts.append(flow.sample(count, temperature, generator=generator).cpu())
-    return torch.cat(parts)
+        samples[start : start + count] = flow.sample(count, temperature, generator=generator)
+    return samples
 
 
 def reconstruct(flow, images: torch.Tensor, batch_size: int) -> torch.Tensor:

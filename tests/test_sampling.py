@@ -12,7 +12,7 @@ from mixerflow import load_checkpoint, load_config, train
 from mixerflow.cli import main
 from mixerflow.data import load_splits
 from mixerflow.embedding import embed_splits, probe
-from mixerflow.sampling import draw_samples, slerp
+from mixerflow.sampling import GRID_LIMIT, draw_samples, save_grid, slerp
 
 MODELS = {"mixerflow": "quickstart.yaml", "glow": "quickstart_glow.yaml"}
 
@@ -40,6 +40,15 @@ def test_samples_are_valid_images_reproducible_from_the_seed(checkpoints, name):
     assert not torch.equal(first, draw_samples(flow, 10, 0.7, batch_size=4, seed=4))
     zero = flow.decode(torch.zeros(1, 1, 8, 8))
     assert torch.equal(draw_samples(flow, 3, 0.0, batch_size=2, seed=0), zero.expand(3, -1, -1, -1))
+
+
+def test_a_grid_shows_at_most_grid_limit_images(tmp_path):
+    from PIL import Image
+
+    many, limit = tmp_path / "many.png", tmp_path / "limit.png"
+    save_grid(torch.zeros(GRID_LIMIT * 50, 1, 8, 8, dtype=torch.uint8), 17, many)
+    save_grid(torch.zeros(GRID_LIMIT, 1, 8, 8, dtype=torch.uint8), 17, limit)
+    assert Image.open(many).size == Image.open(limit).size
 
 
 @pytest.mark.parametrize("name", MODELS)
