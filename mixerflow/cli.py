@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,11 +122,35 @@ def _source_splits(args: argparse.Namespace) -> tuple[dict, int]:
 def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) -> None:
     from mixerflow import bench
 
+    _at_least(args, 1, "batch_size", "timed_steps", "threads")
     precisions = _choices(args.precision, PRECISIONS, "--precision")
     modes = _choices(args.modes, bench.MODES, "--modes")
     report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
                                  args.device, precisions, args.threads, modes)
     bench.write_benchmark(report, out, args.command_line)
+
+
+def _at_least(args: argparse.Namespace, minimum: int, *flags: str) -> None:
+    """Each of ``flags`` (argument names) that is set must be at least ``minimum``."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < minimum:
+            name = "--" + flag.replace("_", "-")
+            raise UserError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _writable(path: Path) -> Path:
+    """``path``, once its folder exists and takes a file: a failure to write shows before
+    the work, not after it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    return path
 
 
 def _choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
@@ -156,6 +181,7 @@ def _splits_of(data_cfg, args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace) -> None:
     from mixerflow.training import evaluate_bpd
 
+    _at_least(args, 1, "batch_size")
     flow = load_checkpoint(args.checkpoint, args.device)
     images = getattr(_splits_of(flow.config.data, args), args.split)
     bpd, se = evaluate_bpd(flow, images, args.batch_size)
@@ -165,11 +191,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from mixerflow import sampling
 
-    flow = load_checkpoint(args.checkpoint, args.device)
-    out = Path(args.out or Path(args.checkpoint).with_name("samples.png"))
+    _at_least(args, 1, "n", "batch_size", "reconstruct", "interpolate")
+    _at_least(args, 2, "interpolation_steps")
     temperatures = _numbers(args.temperature, float, "--temperature")
-    if min(temperatures) < 0 or args.n < 1 or args.batch_size < 1:
-        raise UserError("--temperature must be at least 0, --n and --batch-size at least 1")
+    if min(temperatures) < 0:
+        raise UserError(f"--temperature must be at least 0, got {args.temperature}")
+    flow = load_checkpoint(args.checkpoint, args.device)
+    out = _writable(Path(args.out or Path(args.checkpoint).with_name("samples.png")))
     for temperature in temperatures:
         path = out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{temperature:g}.png")
         start = time.perf_counter()
@@ -209,14 +237,15 @@ def _sample(args: argparse.Namespace) -> None:
 def _embed(args: argparse.Namespace) -> None:
     from mixerflow import embedding
 
+    _at_least(args, 1, "batch_size", "max_train")
     flow = load_checkpoint(args.checkpoint, args.device)
+    out = _writable(Path(args.out or Path(args.checkpoint).with_name("embeddings.npz")))
     splits = _splits_of(flow.config.data, args)
     flow.embed(splits.test.images[:1].to(args.device), args.layer, args.pool)  # names first
     arrays = embedding.embed_splits(flow, splits, args.layer, args.pool, args.batch_size,
                                     args.max_train, show_progress=not args.no_progress)
     settings = {"checkpoint": str(args.checkpoint), "model": flow.config.model.kind,
                 "layer": args.layer, "pool": args.pool, "data": vars(flow.config.data)}
-    out = Path(args.out or Path(args.checkpoint).with_name("embeddings.npz"))
     embedding.write_embeddings(out, arrays, settings)
     print(f"embeddings {args.layer}/{args.pool}: {arrays['train_x'].shape[1]} features; "
           f"{len(arrays['train_x'])} train, {len(arrays['val_x'])} val, "

@@ -5,6 +5,7 @@ Unknown keys and bad values raise :class:`~mixerflow.errors.UserError` naming th
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -245,7 +246,7 @@ def validate(cfg: Config) -> None:
     _require(t.dist_timeout_minutes > 0, "train.dist_timeout_minutes", "must be positive")
     _choice(t.precision, "train.precision", PRECISIONS)
     _require(
-        t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+        t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", t.device) is not None,
         "train.device",
         f"must be auto, cpu, cuda or cuda:N; got {t.device!r}",
     )

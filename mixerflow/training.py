@@ -28,7 +28,7 @@ from mixerflow.data import BatchSampler, ImageSet, Splits, load_splits
 from mixerflow.distributed import Distributed
 from mixerflow.errors import LostPeer, UserError
 from mixerflow.lifecycle import RunLock, StopSignals
-from mixerflow.models.flow import ImageFlow, build_model, count_parameters
+from mixerflow.models.flow import ImageFlow, build_model, check_model_fits, count_parameters
 from mixerflow.runlog import RunLog
 from mixerflow.sampling import save_grid
 from mixerflow.step import TrainStep, make_optimizer, use_fused_adam
@@ -136,6 +136,7 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: 
         _check_same_run(cfg, saved_cfg, ckpt_path)
         flow.to(device)
     else:  # every rank initialises from the same images; DDP then broadcasts rank 0's
+        check_model_fits(cfg.model, splits.image_shape, device)
         flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
         initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
     t = cfg.train

@@ -50,6 +50,19 @@ def test_a_locked_run_folder_and_an_uneven_global_batch(capsys, tmp_path, monkey
                "'train.batch_size' (64) is the global batch and must divide evenly among the 3")
 
 
+@pytest.mark.parametrize("override, message", [
+    ("model.blocks=10000000", "the model has about 211,080,000,000 parameters: training needs"),
+    ("train.device=cuda:abc", "'train.device' must be auto, cpu, cuda or cuda:N"),
+    ("log.out_dir={blocker}/run", "cannot use {blocker}/run as the run folder"),
+])
+def test_train_mistakes_found_before_any_work(capsys, tmp_path, override, message):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    fails_with(capsys, ["train", *QUICK, f"log.out_dir={tmp_path / 'run'}",
+                        override.format(blocker=blocker)], message.format(blocker=blocker))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written
+
+
 def test_corrupt_checkpoint(capsys, tmp_path):
     broken = tmp_path / "checkpoint.pt"
     broken.write_bytes(b"not a checkpoint at all")

@@ -122,3 +122,23 @@ def test_embedding_mistakes_are_one_line_errors(checkpoints, capsys, tmp_path):
     fails_with(capsys, ["probe", "--embeddings", str(tmp_path / "none.npz")], "not found")
     fails_with(capsys, ["sample", "--checkpoint", ckpt, "--temperature", "-1"],
                "--temperature must be at least 0")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--n", "0"], "--n must be at least 1, got 0"),
+    (["sample", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["sample", "--reconstruct", "0"], "--reconstruct must be at least 1"),
+    (["sample", "--interpolate", "1", "--interpolation-steps", "1"],
+     "--interpolation-steps must be at least 2"),
+    (["evaluate", "--batch-size", "-5"], "--batch-size must be at least 1, got -5"),
+    (["embed", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["embed", "--max-train", "0"], "--max-train must be at least 1"),
+    (["sample", "--out", "{blocker}/grid.png"], "cannot write"),
+    (["embed", "--out", "{blocker}/e.npz"], "cannot write"),
+])
+def test_command_arguments_are_checked_before_any_work(checkpoints, capsys, tmp_path, argv,
+                                                        message):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = [arg.format(blocker=blocker) for arg in argv]
+    fails_with(capsys, [*argv, "--checkpoint", str(checkpoints["mixerflow"])], message)

@@ -123,6 +123,46 @@ def build_model(model_cfg, image_shape: tuple[int, int, int], num_levels: int) -
     return ImageFlow(transform, image_shape, num_levels, alpha=model_cfg.alpha)
 
 
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
+
+
+def estimate_parameters(model_cfg, image_shape: tuple[int, int, int]) -> int:
+    """The parameter count of the model ``model_cfg`` describes, from a build of one block
+    (MixerFlow) or one step per level (Glow), so an absurd size costs nothing to find."""
+    if model_cfg.kind == "mixerflow":
+        one = MixerFlow.from_config(dataclasses.replace(model_cfg, blocks=1), image_shape)
+        return count_parameters(one) * model_cfg.blocks
+    one = Glow.from_config(dataclasses.replace(model_cfg, steps_per_level=1), image_shape)
+    return count_parameters(one) * model_cfg.steps_per_level
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory for training on ``device``: the GPU's free memory, or the host's
+    ``MemAvailable`` (Linux; unbounded where it cannot be read)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**63
+
+
+def check_model_fits(model_cfg, image_shape: tuple[int, int, int], device: torch.device) -> None:
+    """A UserError, before anything is built, when the weights, gradients and Adam state of
+    the model alone would not fit in the device's free memory."""
+    params = estimate_parameters(model_cfg, image_shape)
+    needed, free = params * TRAINING_BYTES_PER_PARAMETER, available_bytes(device)
+    if needed > free:
+        raise UserError(
+            f"the model has about {params:,} parameters: training needs at least "
+            f"{needed / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
+            f"{free / 2**30:.1f} GiB free; lower model.blocks / steps_per_level or the widths"
+        )
+
+
 def match_glow_width(model_cfg, image_shape: tuple[int, int, int], num_params: int):
     """A copy of Glow config ``model_cfg`` whose ``hidden_channels`` gives the parameter
     count closest to ``num_params`` (levels, steps and coupling unchanged)."""
