@@ -86,7 +86,9 @@ def measure_training(
         one_step()
     _synchronize(device)
     seconds = (time.perf_counter() - start) / (steps * batch_size)
-    step.check()
+    if step.health()[0]:
+        raise UserError(f"bench: {model['kind']} had a non-finite loss at {image_shape}; "
+                        "its timing would not be a real step's")
     peak = peak_memory_mb(device)
     peak_flops = matmul_flops_per_s(device, uses_bf16(device, precision))
     achieved = flops_per_image / seconds

@@ -82,6 +82,8 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None = torch's default
     dist_timeout_minutes: float = 10.0  # torchrun: a collective waiting longer fails the run
+    inject_nan_every: int | None = None  # debugging: non-finite losses every N steps …
+    inject_nan_steps: int = 1  # … this many in a row (tests the skip and roll-back)
 
 
 @dataclass
@@ -244,6 +246,10 @@ def validate(cfg: Config) -> None:
     _require(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be positive")
     _require(t.threads is None or t.threads >= 1, "train.threads", "must be at least 1")
     _require(t.dist_timeout_minutes > 0, "train.dist_timeout_minutes", "must be positive")
+    _require(t.inject_nan_every is None or t.inject_nan_every >= 2, "train.inject_nan_every",
+             "must be at least 2")
+    _require(1 <= t.inject_nan_steps < (t.inject_nan_every or 2**62), "train.inject_nan_steps",
+             "must be at least 1 and below train.inject_nan_every")
     _choice(t.precision, "train.precision", PRECISIONS)
     _require(
         t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", t.device) is not None,

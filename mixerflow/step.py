@@ -3,9 +3,9 @@
 A step draws the dequantization noise on the device, evaluates the mean bits/dim under
 the run's precision, back-propagates, clips the gradient norm and takes one Adam step
 (a single fused kernel where the device has one). Nothing in it waits for the device:
-the loss comes back as a device tensor and a non-finite loss is recorded on the device,
-so the host only synchronises when :meth:`TrainStep.check` or ``loss.item()`` is called
-at logging and checkpoint steps.
+the loss comes back as a device tensor, and a step with a non-finite loss or gradient is
+skipped and counted on the device, so the host only synchronises when
+:meth:`TrainStep.health` or ``loss.item()`` is called at logging and checkpoint steps.
 """
 
 import contextlib
@@ -121,13 +121,16 @@ class TrainStep:
         compile: bool = False,
         seed: int = 0,
         world: Distributed | None = None,
+        inject_nan: tuple[int, int] | None = None,
     ):
         self.flow, self.optimizer, self.device = flow, optimizer, device
+        self.inject_nan = inject_nan  # debugging: (every, run) -> non-finite losses
         self.precision, self.grad_clip = precision, grad_clip
         self.world = world or Distributed(device=device)
         self.parameters = [p for p in flow.parameters() if p.requires_grad]
         self.noise = torch.Generator(device=device).manual_seed(seed)
-        self.first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # since health()
+        self.bad_in_a_row = torch.zeros((), dtype=torch.long, device=device)
         self.grad_norm = torch.zeros((), device=device)
         if compile:
             compile_regions(flow)
@@ -146,24 +149,27 @@ class TrainStep:
             values = dequantize(images, "uniform", self.noise, self.world.part)
             with autocast_for(self.device, self.precision):
                 loss = bits_per_dim(self.density(values), self.flow.num_dims).mean()
+            if self.inject_nan and index % self.inject_nan[0] >= self.inject_nan[0] - \
+                    self.inject_nan[1]:
+                loss = loss * math.nan
             loss.backward()
         self.grad_norm = clip_gradients(self.parameters, self.grad_clip)
+        # a non-finite loss or gradient (DDP shares gradients: every rank agrees) skips the
+        # update inside the fused Adam kernel, as AMP's GradScaler does: no host sync
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(self.grad_norm))
+        self.optimizer.found_inf = bad.float()
         self.optimizer.step()
-        first_bad = (~torch.isfinite(loss)) & (self.first_nonfinite < 0)
-        self.first_nonfinite = torch.where(first_bad, index, self.first_nonfinite)
+        self.skipped += bad
+        self.bad_in_a_row = torch.where(bad, self.bad_in_a_row + 1, 0)
         return loss.detach()
 
-    def check(self) -> None:
-        """Raise a UserError if any step so far had a non-finite loss on any rank (waits for
-        the device; every rank must call it at the same step)."""
-        first = int(self.first_nonfinite)
-        # the earliest step at which any rank saw a non-finite loss (inf: none did)
-        earliest = -self.world.max([-first if first >= 0 else -math.inf])[0]
-        if earliest != math.inf:
-            raise UserError(
-                f"training diverged at step {int(earliest)} (non-finite bits/dim); the last "
-                "checkpoint is kept; try a lower train.lr or train.grad_clip"
-            )
+    def health(self) -> tuple[int, int]:
+        """(steps skipped for a non-finite loss since the last call, such steps in a row up to
+        now), the worst over the ranks. Waits for the device; every rank must call it at the
+        same step."""
+        skipped, in_a_row = self.world.max([float(self.skipped), float(self.bad_in_a_row)])
+        self.skipped.zero_()
+        return int(skipped), int(in_a_row)
 
     def state_dict(self) -> dict:
         return {"noise": self.noise.get_state()}

@@ -104,6 +104,8 @@ def learning_rate(cfg: Config, step: int, elapsed: float) -> float:
 class Progress:
     step: int = 0
     elapsed: float = 0.0  # seconds spent in training steps (evaluation excluded)
+    lr_scale: float = 1.0  # halved at each roll-back after a run of non-finite steps
+    rollbacks: int = 0
 
     def done(self, cfg: Config) -> bool:
         budget = cfg.train.max_minutes
@@ -111,6 +113,8 @@ class Progress:
         return self.step >= cfg.train.steps or out_of_time
 
 
+MAX_BAD_IN_A_ROW = 10  # non-finite steps in a row before a roll-back
+MAX_ROLLBACKS = 3
 WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resumes
 SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size"}}  # None: every key
 
@@ -141,8 +145,10 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: 
         initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
     t = cfg.train
     optimizer = make_optimizer(flow, t.lr, t.weight_decay)
+    inject = (t.inject_nan_every, t.inject_nan_steps) if t.inject_nan_every else None
     step = TrainStep(flow, optimizer, device=device, precision=t.precision,
-                     grad_clip=t.grad_clip, compile=t.compile, seed=t.seed, world=world)
+                     grad_clip=t.grad_clip, compile=t.compile, seed=t.seed, world=world,
+                     inject_nan=inject)
     batches = BatchSampler(splits.train.images, t.batch_size, device, seed=t.seed + 1,
                            part=world.part)
     if not resume:
@@ -153,7 +159,9 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: 
     if "step_state" in payload:  # checkpoints before the device-side generators lack these
         step.load_state_dict(payload["step_state"])
         batches.load_state_dict(payload["batch_state"])
-    return flow, step, batches, Progress(payload["step"], payload["elapsed"])
+    return flow, step, batches, Progress(payload["step"], payload["elapsed"],
+                                         payload.get("lr_scale", 1.0),
+                                         payload.get("rollbacks", 0))
 
 
 def _claim_run_folder(cfg: Config, resume: bool, world: Distributed) -> RunLock | None:
@@ -221,26 +229,74 @@ class Run:
     progress: Progress
     splits: Splits
     log: RunLog | None
+    good_state: dict | None = None  # model and optimizer at the last healthy checkpoint
 
     @property
     def run_dir(self) -> Path:
         return Path(self.cfg.log.out_dir)
 
     def checkpoint(self) -> None:
-        """Save the training state at a step boundary (every rank must call it)."""
-        self.step.check()  # never replace a good checkpoint with a diverged model
+        """Save the training state at a step boundary (every rank must call it); a run of
+        non-finite steps is first rolled back, so no checkpoint holds a diverged model."""
+        if self.stay_healthy() == 0:  # the last step was finite: a state to come back to
+            self.good_state = {"model": _cpu_copy(self.flow.state_dict()),
+                               "optimizer": _cpu_copy(self.step.optimizer.state_dict())}
         if self.world.is_main:
             save_checkpoint(
                 self.run_dir / "checkpoint.pt", self.flow, self.cfg,
                 optimizer=self.step.optimizer.state_dict(), step=self.progress.step,
                 elapsed=self.progress.elapsed, rng=torch.get_rng_state(),
                 step_state=self.step.state_dict(), batch_state=self.batches.state_dict(),
+                lr_scale=self.progress.lr_scale, rollbacks=self.progress.rollbacks,
             )
+
+    def stay_healthy(self) -> int:
+        """Log the steps skipped for non-finite losses; after MAX_BAD_IN_A_ROW in a row, go
+        back to the last healthy checkpoint's model with half the learning rate, at most
+        MAX_ROLLBACKS times, then stop with a UserError (every rank calls this). Returns the
+        non-finite steps in a row that remain."""
+        skipped, in_a_row = self.step.health()
+        if skipped:
+            self.say(f"step {self.progress.step}: skipped {skipped} step(s) with a non-finite "
+                     "loss or gradient")
+            self.record({"skipped_steps": skipped})
+        if in_a_row < MAX_BAD_IN_A_ROW:
+            return in_a_row
+        saved = self.run_dir / "checkpoint.pt"
+        kept = "the last checkpoint is kept" if saved.exists() else "no checkpoint was written"
+        if self.progress.rollbacks >= MAX_ROLLBACKS or self.good_state is None:
+            raise UserError(
+                f"training diverged: {in_a_row} non-finite steps in a row at step "
+                f"{self.progress.step} after {self.progress.rollbacks} roll-back(s) with a "
+                f"halved learning rate; {kept}; try a lower train.lr or train.grad_clip")
+        self.flow.load_state_dict(self.good_state["model"])
+        self.step.optimizer.load_state_dict(self.good_state["optimizer"])
+        use_fused_adam(self.step.optimizer)
+        self.step.bad_in_a_row.zero_()
+        self.progress.lr_scale /= 2
+        self.progress.rollbacks += 1
+        self.say(f"step {self.progress.step}: {in_a_row} non-finite steps in a row; rolled back "
+                 f"to the last healthy state, learning rate x{self.progress.lr_scale:g}")
+        self.record({"rollback": self.progress.rollbacks, "lr_scale": self.progress.lr_scale})
+        return 0
+
+    def say(self, text: str) -> None:
+        if self.world.is_main:
+            tqdm.write(text)
 
     def record(self, values: dict) -> None:
         if self.log:
             self.log.log({"step": self.progress.step, **values,
                           "elapsed_s": self.progress.elapsed})
+
+
+def _cpu_copy(state: dict) -> dict:
+    """A deep copy of a (nested) state dict with its tensors on the CPU."""
+    if isinstance(state, dict):
+        return {key: _cpu_copy(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_cpu_copy(value) for value in state]
+    return state.detach().to("cpu", copy=True) if isinstance(state, torch.Tensor) else state
 
 
 def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -> dict:
@@ -263,6 +319,8 @@ def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -
               f"train images {splits.image_shape} on {world.device}{processes}")
     log = RunLog(run_dir, cfg, progress.step if resume else None) if world.is_main else None
     run = Run(cfg, world, flow, step, batches, progress, splits, log)
+    run.good_state = {"model": _cpu_copy(flow.state_dict()),  # the start, or the checkpoint
+                      "optimizer": _cpu_copy(step.optimizer.state_dict())}
     try:
         _run_steps(run, show_progress)
         run.checkpoint()
@@ -291,11 +349,11 @@ def _run_steps(run: Run, show_progress: bool) -> None:
         with stops:
             while not progress.done(cfg):
                 start = time.perf_counter()
-                lr = learning_rate(cfg, progress.step, progress.elapsed)
+                lr = learning_rate(cfg, progress.step, progress.elapsed) * progress.lr_scale
                 loss = step(run.batches(), progress.step, lr)
                 logging = (progress.step + 1) % cfg.train.log_every == 0
                 if logging:  # the only host synchronisation, inside the timed span
-                    step.check()
+                    run.stay_healthy()
                     train_bpd = world.sum([loss.item()])[0] / world.world_size
                     grad_norm = step.grad_norm.item()
                 spent = time.perf_counter() - start
@@ -312,12 +370,10 @@ def _run_steps(run: Run, show_progress: bool) -> None:
                                 "images_per_s": speed})
                     window_images, window_time = 0, 0.0
                 if progress.step % cfg.train.eval_every == 0:
-                    step.check()
+                    run.stay_healthy()
                     val_bpd, val_se = evaluate_bpd(run.flow, run.splits.val,
                                                    cfg.train.eval_batch_size, world=world)
-                    if world.is_main:
-                        bar.write(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± "
-                                  f"{val_se:.4f}")
+                    run.say(f"step {progress.step}: val bits/dim {val_bpd:.4f} ± {val_se:.4f}")
                     run.record({"val_bpd": val_bpd, "val_bpd_se": val_se})
                 if progress.step % cfg.train.checkpoint_every == 0 or stop:
                     run.checkpoint()

@@ -53,7 +53,7 @@ def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind):
     flow, images = trained_like(kind)
     step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU, precision="bf16")
     losses = [step(images, i, 1e-3).item() for i in range(4)]
-    step.check()
+    assert step.health() == (0, 0)  # no step skipped
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     flow.eval()
     assert_invertible(flow.transform, 2 * torch.randn(4, 1, 8, 8), atol=1e-4)

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 
@@ -153,16 +154,44 @@ def test_training_lowers_test_bpd_on_real_mnist(shared_data, tmp_path):
     assert result["test_bpd"] < start_bpd - 0.8
 
 
-def test_divergence_is_a_named_error_at_the_next_check(tmp_path):
+def test_a_non_finite_step_is_skipped_inside_the_fused_update(tmp_path):
     cfg = load_config(None, SMALL)
     flow = build_model(cfg.model, (1, 8, 8), 17)
-    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=torch.device("cpu"))
-    batch = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
-    step(batch, 6, 1e-3)
-    step.check()  # finite so far
-    with torch.no_grad():
-        flow.transform.blocks[0]._transforms[1].transform.actnorm.shift.fill_(float("nan"))
-    step(batch, 7, 1e-3)  # records the bad step on the device; raises nothing yet
-    step(batch, 8, 1e-3)
-    with pytest.raises(UserError, match="training diverged at step 7 .* lower train.lr"):
-        step.check()
+    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=torch.device("cpu"),
+                     inject_nan=(4, 2))  # steps 2 and 3 of every 4 are non-finite
+    batch = torch.randint(0, 17, (8, 1, 8, 8), dtype=torch.uint8)
+    step(batch, 0, 1e-3)
+    step(batch, 1, 1e-3)
+    assert step.health() == (0, 0)
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    adam_steps = [s["step"].item() for s in step.optimizer.state.values()]
+    step(batch, 2, 1e-3)
+    step(batch, 3, 1e-3)
+    assert step.health() == (2, 2)  # skipped, two in a row
+    for key, value in flow.state_dict().items():
+        assert torch.equal(value, before[key]), key  # the update was skipped, not applied
+    assert [s["step"].item() for s in step.optimizer.state.values()] == adam_steps
+    step(batch, 4, 1e-3)
+    assert step.health() == (0, 0)
+    assert any(not torch.equal(v, before[k]) for k, v in flow.state_dict().items())
+
+
+def test_injected_non_finite_losses_are_skipped_rolled_back_and_logged(tmp_path):
+    _, result = run(tmp_path, "run", "train.steps=120", "train.log_every=5",
+                    "train.checkpoint_every=40", "train.inject_nan_every=50",
+                    "train.inject_nan_steps=12")  # steps 38-49 and 88-99 are non-finite
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    rollbacks = [r for r in records if "rollback" in r]
+    assert [r["lr_scale"] for r in rollbacks] == [0.5, 0.25]
+    assert sum(r.get("skipped_steps", 0) for r in records) == 24
+    assert math.isfinite(result["test_bpd"]) and result["test_bpd"] < math.log2(17)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["lr_scale"] == 0.25 and saved["rollbacks"] == 2
+
+
+def test_endless_divergence_stops_with_a_true_message(tmp_path):
+    with pytest.raises(UserError, match="diverged: .* after 3 roll-back\\(s\\).*; no checkpoint "
+                       "was written"):
+        run(tmp_path, "run", "train.steps=400", "train.log_every=5",
+            "train.checkpoint_every=1000", "train.inject_nan_every=20",
+            "train.inject_nan_steps=19")
