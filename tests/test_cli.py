@@ -63,6 +63,16 @@ def test_train_mistakes_found_before_any_work(capsys, tmp_path, override, messag
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written
 
 
+def test_the_size_check_leaves_the_random_state_alone():
+    from mixerflow import load_config
+    from mixerflow.models.flow import estimate_parameters
+
+    before = torch.get_rng_state()
+    for kind in ("mixerflow", "glow"):
+        estimate_parameters(load_config(None, [f"model.kind={kind}"]).model, (1, 8, 8))
+    assert torch.equal(torch.get_rng_state(), before)  # the model's init must not move
+
+
 def test_corrupt_checkpoint(capsys, tmp_path):
     broken = tmp_path / "checkpoint.pt"
     broken.write_bytes(b"not a checkpoint at all")

@@ -128,12 +128,14 @@ TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two mom
 
 def estimate_parameters(model_cfg, image_shape: tuple[int, int, int]) -> int:
     """The parameter count of the model ``model_cfg`` describes, from a build of one block
-    (MixerFlow) or one step per level (Glow), so an absurd size costs nothing to find."""
-    if model_cfg.kind == "mixerflow":
-        one = MixerFlow.from_config(dataclasses.replace(model_cfg, blocks=1), image_shape)
-        return count_parameters(one) * model_cfg.blocks
-    one = Glow.from_config(dataclasses.replace(model_cfg, steps_per_level=1), image_shape)
-    return count_parameters(one) * model_cfg.steps_per_level
+    (MixerFlow) or one step per level (Glow), so an absurd size costs nothing to find. The
+    global random state is left as it was (the real model's initialisation must not move)."""
+    with torch.random.fork_rng(devices=[]):
+        if model_cfg.kind == "mixerflow":
+            one = MixerFlow.from_config(dataclasses.replace(model_cfg, blocks=1), image_shape)
+            return count_parameters(one) * model_cfg.blocks
+        one = Glow.from_config(dataclasses.replace(model_cfg, steps_per_level=1), image_shape)
+        return count_parameters(one) * model_cfg.steps_per_level
 
 
 def available_bytes(device: torch.device) -> int:
