@@ -102,7 +102,9 @@ def _prepare(args: argparse.Namespace) -> None:
     for name, info in meta["splits"].items():
         print(f"{name}: {info['count']} images {tuple(info['shape'])}, sha256 "
               f"{info['sha256'][f'{name}_images.npy'][:16]}…")
-    print(f"store written to {out}; train with data.name=store:{out}")
+    use = f"data.name={args.source} --data-root {out.parent}" if args.source in STORE_NAMES \
+        and out.name == args.source else f"data.name=store:{out}"
+    print(f"store written to {out}; train with {use}")
 
 
 def _source_splits(args: argparse.Namespace) -> tuple[dict, int]:

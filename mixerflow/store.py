@@ -73,8 +73,11 @@ def write_store(out: Path, source: str, splits: dict[str, tuple[int, tuple, Chun
     out = Path(out)
     if out.exists():
         raise UserError(f"{out} already exists; delete it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as err:
+        raise UserError(f"cannot write the store {out}: {err.strerror}") from None
     staging.chmod(0o755)  # mkdtemp makes it private; a store is meant to be shared
     meta = {"format": FORMAT, "source": source, "num_levels": num_levels, "splits": {}}
     try:
@@ -83,6 +86,8 @@ def write_store(out: Path, source: str, splits: dict[str, tuple[int, tuple, Chun
                                                 show_progress)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         staging.rename(out)
+    except OSError as err:  # a full disk, say: nothing half written stays behind
+        raise UserError(f"cannot write the store {out}: {err.strerror or err}") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -124,6 +124,9 @@ def test_store_mistakes_are_one_line_errors(tmp_path, capsys):
     (store / "meta.json").write_text(json.dumps({**meta, "format": "other"}))
     with pytest.raises(UserError, match="is not a mixerflow-store-v1 store"):
         load_train_test(DataConfig(f"store:{store}"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UserError, match="cannot write the store"):
+        write_store(tmp_path / "a-file" / "store", "digits", {}, 17, False)
     with pytest.raises(SystemExit) as exit_info:
         prepare("imagenet32", "--data-root", str(tmp_path))
     assert exit_info.value.code == 2 and "needs --src" in capsys.readouterr().err
