@@ -82,7 +82,7 @@ def embed_splits(
 def pixel_features(splits: Splits, max_train: int | None = None) -> dict[str, np.ndarray]:
     """The raw-pixel baseline in the same layout as :func:`embed_splits`."""
     return split_arrays(splits, max_train,
-                        lambda data, _: data.images.reshape(len(data), -1).float().numpy())
+                        lambda data, _: data.images[:].reshape(len(data), -1).float().numpy())
 
 
 def write_embeddings(path: Path, arrays: dict[str, np.ndarray], settings: dict) -> None:
