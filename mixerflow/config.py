@@ -177,9 +177,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not path.is_file():
             raise UserError(f"config file {str(path)!r} not found")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise UserError(f"config file {str(path)!r} is not UTF-8 text") from None
         except yaml.YAMLError as err:
-            raise UserError(f"config file {str(path)!r} is not valid YAML ({err})") from None
+            reason = " ".join(str(err).split())
+            raise UserError(f"config file {str(path)!r} is not valid YAML ({reason})") from None
+        if not isinstance(tree, dict):
+            raise UserError(f"config file {str(path)!r} must hold a mapping of sections (data:, "
+                            f"model:, train:, log:), not a {type(tree).__name__}")
     for override in overrides:
         _apply_override(tree, override)
     cfg = config_from_dict(tree)

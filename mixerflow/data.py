@@ -74,12 +74,22 @@ def _digits() -> tuple[ImageSet, ImageSet]:
 
 
 def _read_idx(path: Path) -> np.ndarray:
+    """An idx file of unsigned bytes (MNIST's format), checked against its own header."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path} cannot be read ({err}); replace it with a good copy") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise UserError(f"{path} is not an idx file of unsigned bytes (MNIST's format)")
     ndim = raw[3]
+    header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(raw) < header or len(raw) - header != int(np.prod(shape)):
+        raise UserError(f"{path} is truncated or corrupt: its header announces {shape} values, "
+                        f"it holds {max(len(raw) - header, 0)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _idx_file(raw_dir: Path, stem: str) -> Path:
@@ -98,8 +108,13 @@ def _mnist_like(root: Path, folder: str, download: bool) -> tuple[ImageSet, Imag
         import torchvision
 
         dataset_cls = getattr(torchvision.datasets, folder)
-        for train in (True, False):
-            dataset_cls(str(root), train=train, download=True)
+        try:
+            for train in (True, False):
+                dataset_cls(str(root), train=train, download=True)
+        except (RuntimeError, OSError) as err:  # torchvision wraps network errors so
+            reason = str(err).strip().splitlines()[-1]
+            raise UserError(f"data.download=true: could not download {folder} into {root} "
+                            f"({reason}); copy its raw/ files there instead") from None
     sets = []
     for prefix in ("train", "t10k"):
         images = _read_idx(_idx_file(raw_dir, f"{prefix}-images-idx3-ubyte"))

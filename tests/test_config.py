@@ -28,6 +28,19 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"train:\n  lr: \xff\xfe\n", "is not UTF-8 text"),
+    (b"- a\n- b\n", "must hold a mapping of sections (data:, model:, train:, log:), not a list"),
+    (b"train: [\n", "is not valid YAML"),
+])
+def test_config_files_that_are_not_configs(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        load_config(path, ["train.lr=0.1"])
+    assert "\n" not in str(err.value)
+
+
 def test_round_trip_through_a_dict():
     cfg = load_config(None, ["model.coupling=rq-spline", "data.root=/x"])
     assert config_from_dict(cfg.to_dict()) == cfg

@@ -138,3 +138,54 @@ def test_real_data_sets(shared_data, name, first_test_label, shape):
     assert splits.image_shape == shape and splits.num_levels == 256
     assert len(splits.test) == 10000 and len(splits.train) + len(splits.val) in (60000, 50000)
     assert splits.test.labels[0].item() == first_test_label
+
+
+def mnist_root(tmp_path, damage: str) -> Path:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    header = {"images": b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 2, 2)),
+              "labels": b"\x00\x00\x08\x01" + (2).to_bytes(4, "big")}
+    body = {"images": bytes(8), "labels": bytes(2)}
+    for prefix in ("train", "t10k"):
+        for kind in ("images", "labels"):
+            count = "3" if kind == "images" else "1"
+            data = header[kind] + body[kind]
+            if damage == "truncated" and kind == "images":
+                data = data[:-3]
+            if damage == "not idx":
+                data = b"<html>not found</html>"
+            (raw / f"{prefix}-{kind}-idx{count}-ubyte").write_bytes(data)
+    if damage == "bad gzip":
+        (raw / "train-images-idx3-ubyte").unlink()
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "is truncated or corrupt: its header announces (2, 2, 2) values, it holds 5"),
+    ("not idx", "is not an idx file of unsigned bytes"),
+    ("bad gzip", "cannot be read"),
+])
+def test_damaged_mnist_files_are_one_line_errors(tmp_path, damage, message):
+    root = mnist_root(tmp_path, damage)
+    with pytest.raises(UserError, match=re.escape(message)):
+        splits_for("data.name=mnist", f"data.root={root}", "data.val_size=1")
+
+
+def test_an_intact_small_idx_set_loads(tmp_path):
+    splits = splits_for("data.name=mnist", f"data.root={mnist_root(tmp_path, '')}",
+                        "data.val_size=1")
+    assert splits.image_shape == (1, 2, 2) and len(splits.test) == 2
+
+
+def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried "
+                           "http://example/, got:\n<urlopen error [Errno -2] Name or service "
+                           "not known>")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(UserError, match="could not download MNIST into .*Name or service not"):
+        splits_for("data.name=mnist", f"data.root={tmp_path}", "data.download=true")
