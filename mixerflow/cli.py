@@ -78,6 +78,7 @@ def _prepare(args: argparse.Namespace) -> None:
     from mixerflow import store
     from mixerflow.data import STORE_NAMES, data_root
 
+    _at_least(args, 2, "image_size")
     show = not args.no_progress
     if args.verify:
         store.verify_store(Path(args.verify), show_progress=show)

@@ -70,10 +70,6 @@ class Distributed:
         dist.all_gather_object(messages, message, group=self.control)
         return next((m for m in messages if m is not None), None)
 
-    def barrier(self) -> None:
-        if self.grouped:
-            dist.barrier(group=self.control)
-
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ

@@ -100,22 +100,9 @@ def _write_split(folder: Path, name: str, count: int, shape: tuple, chunks: Chun
                                        dtype=np.uint8, shape=(count, *shape))
     labels = np.lib.format.open_memmap(folder / f"{name}_labels.npy", mode="w+",
                                        dtype=np.int64, shape=(count,))
-    filled = 0
     with tqdm(total=count, desc=f"prepare {name}", unit="img", disable=not show_progress,
               dynamic_ncols=True) as bar:
-        for chunk_images, chunk_labels in chunks:
-            if tuple(chunk_images.shape[1:]) != tuple(shape):
-                raise UserError(f"{name}: images of shape {tuple(chunk_images.shape[1:])} "
-                                f"among images of shape {tuple(shape)}")
-            end = filled + len(chunk_images)
-            if end > count:
-                raise UserError(f"{name}: the source holds more than the {count} images "
-                                "it announced")
-            images[filled:end], labels[filled:end] = chunk_images, chunk_labels
-            filled = end
-            bar.update(len(chunk_images))
-    if filled != count:
-        raise UserError(f"{name}: the source announced {count} images but held {filled}")
+        _fill(images, labels, chunks, name, bar.update)
     images.flush()
     labels.flush()
     del images, labels
@@ -274,17 +261,31 @@ def folder_images(src: Path, image_size: int | None) -> dict[str, tuple[int, tup
     return splits
 
 
-def collect(count: int, shape: tuple, chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor]:
-    """A source's chunks gathered in memory: images ``(count, *shape)`` uint8, labels."""
-    images = torch.empty((count, *shape), dtype=torch.uint8)
-    labels = torch.empty(count, dtype=torch.int64)
+def _fill(images: np.ndarray, labels: np.ndarray, chunks: Chunks, name: str,
+          progress=lambda n: None) -> None:
+    """Copy ``chunks`` into ``images (count, *shape)`` and ``labels``, checking that the
+    source holds exactly the images it announced, all of one shape."""
+    count, shape = len(images), tuple(images.shape[1:])
     filled = 0
     for chunk_images, chunk_labels in chunks:
+        if tuple(chunk_images.shape[1:]) != shape:
+            raise UserError(f"{name}: images of shape {tuple(chunk_images.shape[1:])} "
+                            f"among images of shape {shape}")
         end = filled + len(chunk_images)
-        images[filled:end] = torch.from_numpy(chunk_images)
-        labels[filled:end] = torch.from_numpy(chunk_labels)
+        if end > count:
+            raise UserError(f"{name}: the source holds more than the {count} images it announced")
+        images[filled:end], labels[filled:end] = chunk_images, chunk_labels
         filled = end
-    return images, labels
+        progress(len(chunk_images))
+    if filled != count:
+        raise UserError(f"{name}: the source announced {count} images but held {filled}")
+
+
+def collect(count: int, shape: tuple, chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor]:
+    """A source's chunks gathered in memory: images ``(count, *shape)`` uint8, labels."""
+    images, labels = np.empty((count, *shape), dtype=np.uint8), np.empty(count, dtype=np.int64)
+    _fill(images, labels, chunks, "images")
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def as_pixels(data: np.ndarray, where: str) -> np.ndarray:

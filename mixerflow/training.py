@@ -9,7 +9,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -229,18 +229,24 @@ class Run:
     progress: Progress
     splits: Splits
     log: RunLog | None
-    good_state: dict | None = None  # model and optimizer at the last healthy checkpoint
+    good_state: dict = field(init=False)  # model and optimizer to roll back to
+
+    def __post_init__(self) -> None:
+        self.remember_good_state()  # the start (fresh or resumed) is the first one
 
     @property
     def run_dir(self) -> Path:
         return Path(self.cfg.log.out_dir)
 
+    def remember_good_state(self) -> None:
+        self.good_state = {"model": _cpu_copy(self.flow.state_dict()),
+                           "optimizer": _cpu_copy(self.step.optimizer.state_dict())}
+
     def checkpoint(self) -> None:
         """Save the training state at a step boundary (every rank must call it); a run of
         non-finite steps is first rolled back, so no checkpoint holds a diverged model."""
         if self.stay_healthy() == 0:  # the last step was finite: a state to come back to
-            self.good_state = {"model": _cpu_copy(self.flow.state_dict()),
-                               "optimizer": _cpu_copy(self.step.optimizer.state_dict())}
+            self.remember_good_state()
         if self.world.is_main:
             save_checkpoint(
                 self.run_dir / "checkpoint.pt", self.flow, self.cfg,
@@ -264,14 +270,13 @@ class Run:
             return in_a_row
         saved = self.run_dir / "checkpoint.pt"
         kept = "the last checkpoint is kept" if saved.exists() else "no checkpoint was written"
-        if self.progress.rollbacks >= MAX_ROLLBACKS or self.good_state is None:
+        if self.progress.rollbacks >= MAX_ROLLBACKS:
             raise UserError(
                 f"training diverged: {in_a_row} non-finite steps in a row at step "
                 f"{self.progress.step} after {self.progress.rollbacks} roll-back(s) with a "
                 f"halved learning rate; {kept}; try a lower train.lr or train.grad_clip")
         self.flow.load_state_dict(self.good_state["model"])
-        self.step.optimizer.load_state_dict(self.good_state["optimizer"])
-        use_fused_adam(self.step.optimizer)
+        self.step.optimizer.load_state_dict(self.good_state["optimizer"])  # still fused
         self.step.bad_in_a_row.zero_()
         self.progress.lr_scale /= 2
         self.progress.rollbacks += 1
@@ -319,8 +324,6 @@ def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -
               f"train images {splits.image_shape} on {world.device}{processes}")
     log = RunLog(run_dir, cfg, progress.step if resume else None) if world.is_main else None
     run = Run(cfg, world, flow, step, batches, progress, splits, log)
-    run.good_state = {"model": _cpu_copy(flow.state_dict()),  # the start, or the checkpoint
-                      "optimizer": _cpu_copy(step.optimizer.state_dict())}
     try:
         _run_steps(run, show_progress)
         run.checkpoint()
