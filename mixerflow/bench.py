@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from mixerflow.checkpoint import atomic_write
+from mixerflow.checkpoint import atomic_write, atomic_write_text
 from mixerflow.config import ModelConfig
 from mixerflow.data import BatchSampler, ImageSet
 from mixerflow.errors import UserError
@@ -366,7 +366,7 @@ def plot_scaling(report: dict, path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
     figure.suptitle(f"Scaling with resolution ({report['device']}, batch {report['batch_size']})")
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
     plt.close(figure)
 
 
@@ -374,10 +374,9 @@ def write_benchmark(report: dict, out_dir: Path, command: str) -> None:
     """``report.json``, ``report.md`` and, for several shapes, ``scaling.png`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {**report, "command": command}
-    atomic_write(out_dir / "report.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     markdown = benchmark_markdown(report, command)
-    atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(markdown))
+    atomic_write_text(out_dir / "report.md", markdown)
     if len(report["shapes"]) > 1:
         plot_scaling(report, out_dir / "scaling.png")
     print(markdown)

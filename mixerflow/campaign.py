@@ -19,7 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from mixerflow import bench, compare
-from mixerflow.checkpoint import atomic_write
+from mixerflow.checkpoint import atomic_write_text
 from mixerflow.config import Config, load_config
 from mixerflow.data import image_shape_of
 from mixerflow.models.flow import build_model, count_parameters
@@ -93,8 +93,7 @@ def run_campaign(
         report = compare.compare(budgeted, [0], out / "compare", show_progress=not smoke)
         compare.write_report(report, out / "compare", command)
         summary["compare"] = report
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(
-        summary_markdown(summary, configs, shape, command)))
+    atomic_write_text(out / "report.md", summary_markdown(summary, configs, shape, command))
     return summary
 
 

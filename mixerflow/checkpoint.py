@@ -2,8 +2,9 @@
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -12,20 +13,38 @@ from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow, build_model
 
 FORMAT = "mixerflow-checkpoint-v1"
+MODEL_KEYS = ("config", "image_shape", "num_levels", "model")  # what rebuilds the flow
+TRAINING_KEYS = ("optimizer", "step", "elapsed", "rng")  # what a resume needs beside it
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the file into place, so ``path`` is never half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(file)`` on a new file beside ``path``, then move it into place, so
+    ``path`` is never half written. A failed write (a full disk …) is a :class:`UserError`
+    and leaves any previous ``path`` as it was."""
+    path = Path(path)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run folder is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:  # through Python's file: errors are OSErrors
+                write(file)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run folder is meant to be shared
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write as a RuntimeError raised while handling it
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError):
+            raise
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise UserError(f"cannot write {path}: {cause.strerror or cause}{kept}") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write` of UTF-8 ``text``."""
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path: Path, flow: ImageFlow, cfg: Config, **training_state: Any) -> None:
@@ -38,12 +57,12 @@ def save_checkpoint(path: Path, flow: ImageFlow, cfg: Config, **training_state: 
         "model": flow.state_dict(),
         **training_state,
     }
-    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    atomic_write(Path(path), lambda file: torch.save(payload, file))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict, tensors on the CPU; a missing, corrupt or foreign file is a
-    :class:`UserError`."""
+def read_checkpoint(path: str | Path, keys: tuple[str, ...] = MODEL_KEYS) -> dict[str, Any]:
+    """The raw checkpoint dict, tensors on the CPU; a missing, corrupt or foreign file, or
+    one that lacks any of ``keys``, is a :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} not found")
@@ -62,19 +81,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(message) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{str(path)!r} is not a mixerflow checkpoint")
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise UserError(f"checkpoint {str(path)!r} is damaged: it lacks "
+                        f"{', '.join(repr(key) for key in missing)}")
     return payload
 
 
-def flow_from_checkpoint(payload: dict[str, Any]) -> tuple[ImageFlow, Config]:
-    """Rebuild the model of a checkpoint dict (on the CPU) and load its weights."""
-    cfg = config_from_dict(payload["config"])
-    flow = build_model(cfg.model, tuple(payload["image_shape"]), payload["num_levels"])
-    flow.load_state_dict(payload["model"])
+def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[ImageFlow, Config]:
+    """Rebuild the model of a checkpoint dict (on the CPU) and load its weights; a
+    checkpoint whose parts do not fit together is a :class:`UserError` naming ``path``."""
+    shape, levels = payload["image_shape"], payload["num_levels"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(
+            type(side) is int and side > 0 for side in shape)
+            and type(levels) is int and levels >= 2):
+        raise UserError(f"checkpoint {str(path)!r} is damaged: image_shape {shape!r} or "
+                        f"num_levels {levels!r} is not a valid image description")
+    try:
+        cfg = config_from_dict(payload["config"])
+    except UserError as err:
+        raise UserError(f"checkpoint {str(path)!r} holds a config that does not load: "
+                        f"{err}") from None
+    flow = build_model(cfg.model, tuple(shape), levels)
+    try:
+        flow.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"checkpoint {str(path)!r} is damaged: its weights do not fit its "
+                        f"model ({reason})") from None
     return flow, cfg
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ImageFlow:
     """Load a trained :class:`ImageFlow` in eval mode; its run config is ``flow.config``."""
-    flow, cfg = flow_from_checkpoint(read_checkpoint(path))
+    flow, cfg = flow_from_checkpoint(read_checkpoint(path), path)
     flow.config = cfg
     return flow.to(device).eval()

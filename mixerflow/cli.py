@@ -18,6 +18,7 @@ import torch
 from mixerflow.checkpoint import load_checkpoint
 from mixerflow.config import PRECISIONS, load_config
 from mixerflow.errors import LostPeer, UserError
+from mixerflow.step import resolve_device
 
 
 def _load(path: str | None, args: argparse.Namespace):
@@ -39,6 +40,7 @@ def _compare(args: argparse.Namespace) -> None:
 
     mixerflow_cfg, glow_cfg = _load(args.mixerflow, args), _load(args.glow, args)
     out = Path(args.out)
+    _writable(out / "report.md")
     if args.scaling:
         _benchmark({"mixerflow": mixerflow_cfg.model, "glow": glow_cfg.model},
                    [(args.channels, size, size) for size in _sizes(args.sizes)], args, out)
@@ -126,6 +128,7 @@ def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) 
     from mixerflow import bench
 
     _at_least(args, 1, "batch_size", "timed_steps", "threads")
+    _writable(out / "report.json")
     precisions = _choices(args.precision, PRECISIONS, "--precision")
     modes = _choices(args.modes, bench.MODES, "--modes")
     report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
@@ -201,6 +204,11 @@ def _sample(args: argparse.Namespace) -> None:
         raise UserError(f"--temperature must be at least 0, got {args.temperature}")
     flow = load_checkpoint(args.checkpoint, args.device)
     out = _writable(Path(args.out or Path(args.checkpoint).with_name("samples.png")))
+    if args.reconstruct or args.interpolate:
+        test = _splits_of(flow.config.data, args).test
+        needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
+        if needed > len(test):
+            raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
     for temperature in temperatures:
         path = out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{temperature:g}.png")
         start = time.perf_counter()
@@ -213,12 +221,6 @@ def _sample(args: argparse.Namespace) -> None:
             f"{sampling.GRID_LIMIT}{'' if args.npy else '; --npy saves all'})"
         print(f"{args.n} samples at temperature {temperature:g} -> {path}{shown} "
               f"({args.n / seconds:.0f} samples/s)")
-    if not (args.reconstruct or args.interpolate):
-        return
-    test = _splits_of(flow.config.data, args).test
-    needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
-    if needed > len(test):
-        raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
     if args.reconstruct:
         images = test.images[: args.reconstruct]
         restored = sampling.reconstruct(flow, images, args.batch_size)
@@ -257,17 +259,25 @@ def _embed(args: argparse.Namespace) -> None:
 
 def _probe(args: argparse.Namespace) -> None:
     from mixerflow import embedding
-    from mixerflow.config import DataConfig
+    from mixerflow.config import config_from_dict
 
+    _at_least(args, 1, "max_iter")
+    if args.json:
+        _writable(Path(args.json))
     arrays, settings = embedding.read_embeddings(Path(args.embeddings))
     name = f"{settings.get('model', '?')} {settings.get('layer', '?')}/{settings.get('pool', '?')}"
-    results = {name: embedding.probe(arrays, max_iter=args.max_iter)}
-    if args.baseline == "pixels":
-        if "data" not in settings:
+    pixels = None
+    if args.baseline == "pixels":  # the data first: a failure shows before the probe's work
+        if not isinstance(settings.get("data"), dict):
             raise UserError(f"{args.embeddings} does not say which data it embeds; "
                             "--baseline pixels needs a file written by mixerflow embed")
-        splits = _splits_of(DataConfig(**settings["data"]), args)
-        pixels = embedding.pixel_features(splits, len(arrays["train_y"]))
+        try:
+            data_cfg = config_from_dict({"data": settings["data"]}).data
+        except UserError as err:
+            raise UserError(f"{args.embeddings} names data that does not load: {err}") from None
+        pixels = embedding.pixel_features(_splits_of(data_cfg, args), len(arrays["train_y"]))
+    results = {name: embedding.probe(arrays, max_iter=args.max_iter)}
+    if pixels is not None:
         results["raw pixels"] = embedding.probe(pixels, max_iter=args.max_iter)
     for label, result in results.items():
         print(f"{label}: test accuracy {result['test_accuracy']:.4f} (train "
@@ -291,7 +301,7 @@ def _numbers(text: str, kind: type, option: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixerflow", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mixerflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a flow from a YAML config")
@@ -430,6 +440,14 @@ def _add_bench_arguments(parser: argparse.ArgumentParser, sizes: str | None,
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its mistakes in our one-line form (usage lives in ``--help``)."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -439,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     args.overrides = extra
     args.command_line = "mixerflow " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
+        if getattr(args, "device", None):
+            args.device = str(resolve_device(args.device, "--device"))
         args.run(args)
     except UserError as err:
         if os.environ.get("RANK", "0") == "0" or isinstance(err, LostPeer):  # torchrun: rank 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from mixerflow.checkpoint import atomic_write
+from mixerflow.checkpoint import atomic_write, atomic_write_text
 from mixerflow.config import Config
 from mixerflow.data import image_shape_of
 from mixerflow.errors import UserError
@@ -99,7 +99,7 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool) -> dict:
         )
     result = json.loads(results_path.read_text())
     result["wall_s"] = time.perf_counter() - start  # this process's share if it was resumed
-    atomic_write(results_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    atomic_write_text(results_path, json.dumps(result, indent=2))
     return result
 
 
@@ -218,17 +218,16 @@ def plot_bpd_vs_time(report: dict, out_dir: Path) -> None:
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    atomic_write(out_dir / "bpd_vs_time.png", lambda tmp: figure.savefig(tmp, format="png"))
+    atomic_write(out_dir / "bpd_vs_time.png", lambda file: figure.savefig(file, format="png"))
     plt.close(figure)
 
 
 def write_report(report: dict, out_dir: Path, command: str) -> None:
     """``report.json``, ``report.md``, ``bpd_vs_time.png`` and ``samples_<model>.png``."""
     report = {**report, "command": command}
-    atomic_write(out_dir / "report.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     markdown = report_markdown(report, command)
-    atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(markdown))
+    atomic_write_text(out_dir / "report.md", markdown)
     plot_bpd_vs_time(report, out_dir)
     for name, model in report["models"].items():
         seed = model["runs"][0]["seed"]

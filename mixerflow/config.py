@@ -22,6 +22,12 @@ MODEL_KINDS = ("mixerflow", "glow")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one of :data:`DEVICES` (``cuda:N`` with N a number)."""
+    return name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name) is not None
 MIN_INIT_IMAGES = 32  # fewer gives ActNorm scales from a handful of values (a bad start)
 
 
@@ -174,6 +180,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     tree: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"config file {str(path)!r} is a folder; name a YAML file")
         if not path.is_file():
             raise UserError(f"config file {str(path)!r} not found")
         try:
@@ -257,11 +265,7 @@ def validate(cfg: Config) -> None:
     _require(1 <= t.inject_nan_steps < (t.inject_nan_every or 2**62), "train.inject_nan_steps",
              "must be at least 1 and below train.inject_nan_every")
     _choice(t.precision, "train.precision", PRECISIONS)
-    _require(
-        t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", t.device) is not None,
-        "train.device",
-        f"must be auto, cpu, cuda or cuda:N; got {t.device!r}",
-    )
+    _require(is_device_name(t.device), "train.device", f"must be {DEVICES}; got {t.device!r}")
     _choice(lg.wandb, "log.wandb", WANDB_MODES)
     _require(lg.num_samples >= 1, "log.num_samples", "must be at least 1")
     _require(lg.temperature >= 0, "log.temperature", "must be at least 0")

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from mixerflow.errors import UserError
-from mixerflow.store import IndexedImages, as_pixels, collect, folder_images, read_store
+from mixerflow.store import (
+    IndexedImages,
+    as_pixels,
+    collect,
+    folder_images,
+    read_npz,
+    read_store,
+)
 
 SPLIT_SEED = 20240601  # fixes the validation split independently of the training seed
 
@@ -56,7 +63,10 @@ def data_root(root: str | None) -> Path:
     return Path(root or os.environ.get("MIXERFLOW_DATA") or "data")
 
 
-def _as_set(images: np.ndarray, labels: np.ndarray) -> ImageSet:
+def _as_set(images: np.ndarray, labels: np.ndarray, source: str = "") -> ImageSet:
+    """uint8 images with int64 labels; ``source`` names the files in a count mismatch."""
+    if len(labels) != len(images):
+        raise UserError(f"{source}: {len(labels)} labels for {len(images)} images")
     return ImageSet(
         torch.from_numpy(np.array(images, dtype=np.uint8)),
         torch.from_numpy(np.asarray(labels, dtype=np.int64)),
@@ -118,17 +128,13 @@ def _mnist_like(root: Path, folder: str, download: bool) -> tuple[ImageSet, Imag
     sets = []
     for prefix in ("train", "t10k"):
         images = _read_idx(_idx_file(raw_dir, f"{prefix}-images-idx3-ubyte"))
-        labels = _read_idx(_idx_file(raw_dir, f"{prefix}-labels-idx1-ubyte"))
-        sets.append(_as_set(images[:, None], labels))
+        labels_path = _idx_file(raw_dir, f"{prefix}-labels-idx1-ubyte")
+        sets.append(_as_set(images[:, None], _read_idx(labels_path), str(labels_path)))
     return sets[0], sets[1]
 
 
 def _npz_split(path: Path) -> ImageSet:
-    try:
-        with np.load(path) as archive:
-            data, labels = archive["data"], archive["labels"]
-    except (OSError, ValueError, KeyError, EOFError) as err:
-        raise UserError(f"{path} is not an image .npz with 'data' and 'labels' ({err})") from None
+    data, labels = read_npz(path)
     if data.ndim != 2 or data.shape[1] < 3:
         raise UserError(f"{path}: 'data' is {data.shape}; expected one row of 3 x s x s values "
                         "per image")
@@ -233,6 +239,9 @@ def load_splits(cfg) -> Splits:
     split indexes the mapped file.
     """
     train, test, num_levels = load_train_test(cfg)
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise UserError(f"{cfg.name}: train images are {tuple(train.images.shape[1:])} but "
+                        f"test images are {tuple(test.images.shape[1:])}")
     val_size = cfg.val_size or min(5000, max(1, len(train) // 10))
     if val_size >= len(train):
         raise UserError(

@@ -8,6 +8,7 @@ the regularisation on the validation split, and reports accuracies.
 
 import json
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,11 +88,8 @@ def pixel_features(splits: Splits, max_train: int | None = None) -> dict[str, np
 
 def write_embeddings(path: Path, arrays: dict[str, np.ndarray], settings: dict) -> None:
     """``embeddings.npz``: the arrays plus ``settings`` (JSON: checkpoint, layer, pool…)."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays, settings=np.array(json.dumps(settings)))
-
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), lambda file: np.savez(
+        file, **arrays, settings=np.array(json.dumps(settings))))
 
 
 def read_embeddings(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -99,15 +97,26 @@ def read_embeddings(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"embeddings file {str(path)!r} not found (make one with mixerflow embed)")
+    name = f"embeddings file {str(path)!r}"
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
-    except (OSError, ValueError) as err:
-        raise UserError(f"embeddings file {str(path)!r} is corrupt ({err})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{name} is corrupt ({err})") from None
     missing = [f"{s}_{k}" for s in SPLITS for k in "xy" if f"{s}_{k}" not in arrays]
     if missing:
-        raise UserError(f"embeddings file {str(path)!r} lacks {', '.join(missing)}")
-    settings = json.loads(str(arrays.pop("settings"))) if "settings" in arrays else {}
+        raise UserError(f"{name} lacks {', '.join(missing)}")
+    for split in SPLITS:
+        features, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if features.ndim != 2 or labels.shape != (len(features),):
+            raise UserError(f"{name} is damaged: {split}_x has {len(features)} rows but "
+                            f"{split}_y has {len(labels)} labels")
+    try:
+        settings = json.loads(str(arrays.pop("settings", "{}")))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{name} is damaged: its settings are not JSON ({err})") from None
+    if not isinstance(settings, dict):
+        raise UserError(f"{name} is damaged: its settings are not a JSON object")
     return arrays, settings
 
 

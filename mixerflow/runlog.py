@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mixerflow.checkpoint import atomic_write
+from mixerflow.checkpoint import atomic_write_text
 from mixerflow.config import Config
+from mixerflow.errors import UserError
 
 
 class RunLog:
@@ -28,8 +29,11 @@ class RunLog:
             self.wandb_run = _start_wandb(run_dir, cfg, mode)
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: the last checkpoint stays as it was
+            raise UserError(f"cannot write {self.path}: {err.strerror or err}") from None
         if self.wandb_run is not None:
             step = record.get("step")
             self.wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=step)
@@ -52,7 +56,7 @@ def _keep_records_until(path: Path, step: int | None) -> None:
             if isinstance(record, dict) and record.get("step", 0) <= step and \
                     "test_bpd" not in record:
                 kept.append(line + "\n")
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
+    atomic_write_text(path, "".join(kept))
 
 
 def _start_wandb(run_dir: Path, cfg: Config, mode: str):

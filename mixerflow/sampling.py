@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 import torchvision
 
+from mixerflow.checkpoint import atomic_write
+
 GRID_LIMIT = 1024  # images a PNG grid shows at most (a larger grid is no use to look at)
 
 
@@ -23,9 +25,8 @@ def save_grid(
     images: torch.Tensor, num_levels: int, path: str | Path, nrow: int | None = None
 ) -> None:
     """Write ``images`` (the first :data:`GRID_LIMIT` of them) as one PNG grid at ``path``."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid = image_grid(images[:GRID_LIMIT], num_levels, nrow)
-    torchvision.utils.save_image(grid, str(path))
+    atomic_write(Path(path), lambda file: torchvision.utils.save_image(grid, file, format="png"))
 
 
 def draw_samples(

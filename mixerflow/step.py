@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
+from mixerflow.config import DEVICES, is_device_name
 from mixerflow.distributed import Distributed
 from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow
@@ -30,13 +31,20 @@ SYNC_BUFFERS_ONCE = ({"forward_sync_buffers": False} if "forward_sync_buffers" i
                      else {"broadcast_buffers": False})
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else the CPU; a missing CUDA device is a UserError."""
+def resolve_device(name: str, source: str = "config key 'train.device'") -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; a name that is not one of
+    :data:`~mixerflow.config.DEVICES` or a missing CUDA device is a UserError naming
+    ``source``."""
+    if not is_device_name(name):
+        raise UserError(f"{source} must be {DEVICES}; got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"config key 'train.device' is {name!r} but no CUDA device is available")
+        raise UserError(f"{source} is {name!r} but no CUDA device is available")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{source} is {name!r} but this machine has "
+                        f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

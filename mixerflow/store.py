@@ -177,11 +177,19 @@ def _npz_member_shape(path: Path, member: str) -> tuple[int, ...]:
         raise UserError(f"{path} is not an .npz with {member!r} ({err})") from None
 
 
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The ``data`` and ``labels`` arrays of an image .npz; a damaged file is a UserError."""
+    try:
+        with np.load(path) as archive:
+            return archive["data"], archive["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path} is not an image .npz with 'data' and 'labels' ({err})") from None
+
+
 def _batch_files_chunks(paths: list[Path], side: int) -> Chunks:
     for path in paths:
-        with np.load(path) as archive:
-            data, labels = archive["data"], np.asarray(archive["labels"], dtype=np.int64)
-        data = as_pixels(data, str(path))
+        data, labels = read_npz(path)
+        data, labels = as_pixels(data, str(path)), np.asarray(labels, dtype=np.int64)
         if data.ndim != 2 or data.shape[1] != 3 * side * side or len(labels) != len(data):
             raise UserError(f"{path}: expected 'data' rows of 3x{side}x{side} values and one "
                             f"label per row, got {data.shape} and {len(labels)} labels")

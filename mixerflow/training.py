@@ -18,7 +18,9 @@ from tqdm import tqdm
 
 from mixerflow import distributed
 from mixerflow.checkpoint import (
-    atomic_write,
+    MODEL_KEYS,
+    TRAINING_KEYS,
+    atomic_write_text,
     flow_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -135,8 +137,8 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: 
     the batch sampler and the progress so far."""
     device = world.device
     if resume:
-        payload = read_checkpoint(ckpt_path)
-        flow, saved_cfg = flow_from_checkpoint(payload)
+        payload = read_checkpoint(ckpt_path, MODEL_KEYS + TRAINING_KEYS)
+        flow, saved_cfg = flow_from_checkpoint(payload, ckpt_path)
         _check_same_run(cfg, saved_cfg, ckpt_path)
         flow.to(device)
     else:  # every rank initialises from the same images; DDP then broadcasts rank 0's
@@ -153,12 +155,16 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: 
                            part=world.part)
     if not resume:
         return flow, step, batches, Progress()
-    optimizer.load_state_dict(payload["optimizer"])
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"])
+        if "step_state" in payload:  # checkpoints before the device-side generators lack these
+            step.load_state_dict(payload["step_state"])
+            batches.load_state_dict(payload["batch_state"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise UserError(f"--resume: {ckpt_path} is damaged: its training state does not "
+                        f"load ({' '.join(str(err).split())[:200]})") from None
     use_fused_adam(optimizer)
-    torch.set_rng_state(payload["rng"])
-    if "step_state" in payload:  # checkpoints before the device-side generators lack these
-        step.load_state_dict(payload["step_state"])
-        batches.load_state_dict(payload["batch_state"])
     return flow, step, batches, Progress(payload["step"], payload["elapsed"],
                                          payload.get("lr_scale", 1.0),
                                          payload.get("rollbacks", 0))
@@ -247,7 +253,9 @@ class Run:
         non-finite steps is first rolled back, so no checkpoint holds a diverged model."""
         if self.stay_healthy() == 0:  # the last step was finite: a state to come back to
             self.remember_good_state()
-        if self.world.is_main:
+        if not self.world.is_main:
+            return
+        try:
             save_checkpoint(
                 self.run_dir / "checkpoint.pt", self.flow, self.cfg,
                 optimizer=self.step.optimizer.state_dict(), step=self.progress.step,
@@ -255,6 +263,8 @@ class Run:
                 step_state=self.step.state_dict(), batch_state=self.batches.state_dict(),
                 lr_scale=self.progress.lr_scale, rollbacks=self.progress.rollbacks,
             )
+        except UserError as err:  # a full disk: say what the run folder still holds
+            raise UserError(f"{err}; step {self.progress.step} was not saved") from None
 
     def stay_healthy(self) -> int:
         """Log the steps skipped for non-finite losses; after MAX_BAD_IN_A_ROW in a row, go
@@ -317,8 +327,7 @@ def _train(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -
         cfg, resume, run_dir / "checkpoint.pt", splits, world)
     memory_at_start = 0.0 if world.device.type == "cuda" else current_rss_mb()
     if world.is_main:
-        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(
-            yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         processes = f" x {world.world_size} processes" if world.grouped else ""
         print(f"{cfg.model.kind}: {count_parameters(flow):,} parameters; {len(splits.train)} "
               f"train images {splits.image_shape} on {world.device}{processes}")
@@ -418,5 +427,4 @@ def _finish_run(cfg: Config, flow: ImageFlow, run_dir: Path, result: dict, log: 
     result["sample_images_per_s"] = cfg.log.num_samples / (time.perf_counter() - start)
     save_grid(samples, flow.num_levels, run_dir / "samples.png")
     log.log(result)
-    atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(
-        json.dumps(result, indent=2)))
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))

@@ -3,8 +3,7 @@
 import json
 import math
 
-import pytest
-from test_cli import ROOT, fails_with
+from test_cli import ROOT
 
 from mixerflow.cli import main
 
@@ -47,21 +46,6 @@ def test_scaling_report_fits_an_exponent_per_model(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--steps", "5", "--minutes", "1"], "give --minutes or --steps, not both"),
-    (["--steps", "5", "--seeds", "0,x"], "--seeds must be comma-separated integers"),
-    (["--scaling", "--sizes", "16,big"], "--sizes must be comma-separated integers"),
-])
-def test_compare_argument_mistakes(capsys, tmp_path, argv, message):
-    fails_with(capsys, ["compare", *CONFIGS, *argv, "--out", str(tmp_path)], message)
-
-
-def test_compare_needs_a_glow_config_for_glow(capsys, tmp_path):
-    argv = ["compare", "--mixerflow", CONFIGS[1], "--glow", CONFIGS[1], "--steps", "5",
-            "--out", str(tmp_path)]
-    fails_with(capsys, argv, "the glow config has model.kind 'mixerflow'")
-
-
 def test_bench_measures_each_config_at_its_data_shape(tmp_path):
     main(["bench", "--config", CONFIGS[1], "--config", CONFIGS[3], "--batch-size", "2",
           "--timed-steps", "1", "--threads", "1", "--out", str(tmp_path)])
@@ -69,11 +53,3 @@ def test_bench_measures_each_config_at_its_data_shape(tmp_path):
     assert [row["name"] for row in report["rows"]] == ["quickstart", "quickstart_glow"]
     assert all(row["image_shape"] == [1, 8, 8] for row in report["rows"])
     assert all(row["ms_per_image"] > 0 for row in report["rows"])
-
-
-def test_compare_refuses_to_mix_runs_with_other_settings(capsys, tmp_path):
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "mixerflow_seed0.yaml").write_text(
-        "data: {name: digits}\nmodel: {blocks: 99}\ntrain: {}\nlog: {}\n")
-    fails_with(capsys, ["compare", *CONFIGS, "--steps", "5", "--out", str(tmp_path)],
-               "holds a run with other settings")

@@ -196,3 +196,30 @@ def test_endless_divergence_stops_with_a_true_message(tmp_path):
         run(tmp_path, "run", "train.steps=400", "train.log_every=5",
             "train.checkpoint_every=1000", "train.inject_nan_every=20",
             "train.inject_nan_steps=19")
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    from mixerflow import checkpoint
+
+    saves, save = [], torch.save
+
+    def save_on_a_disk_that_fills(payload, file):
+        if not isinstance(file, io.BytesIO):  # a file in the run folder, not a memory copy
+            saves.append(payload["step"])
+            if len(saves) == 2:  # the second checkpoint meets a full disk half way
+                file.write(b"PK\x03\x04 partial")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        save(payload, file)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_on_a_disk_that_fills)
+    with pytest.raises(UserError, match="cannot write .*checkpoint.pt: No space left on device; "
+                       "the previous checkpoint.pt is kept; step 20 was not saved"):
+        run(tmp_path, "run", "train.steps=40", "train.checkpoint_every=10")
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 10
+    assert sorted(p.name for p in (tmp_path / "run").glob(".*.tmp")) == []
+    _, result = run(tmp_path, "run", "train.steps=40", "train.checkpoint_every=10", resume=True)
+    assert result["step"] == 40 and math.isfinite(result["test_bpd"])

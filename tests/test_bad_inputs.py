@@ -1,0 +1,614 @@
+"""Every mistake a user can make ends in one ``error:`` line and exit status 2.
+
+Each case runs a real command line and checks: status 2, exactly one stderr line starting
+``error:`` that names the problem, no traceback, no file changed in an existing run folder,
+and nothing left behind beside the case's own damaged inputs. Damaged data, configs,
+checkpoints and embeddings are small generated files.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mixerflow import distributed, load_config, train
+from mixerflow.cli import main
+from mixerflow.lifecycle import RunLock
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]
+TRAIN = ["train", *QUICK, "log.out_dir={tmp}/run"]
+CKPT = "{world}/run/checkpoint.pt"
+
+
+class Case(NamedTuple):
+    argv: list[str]
+    message: str  # part of the error line; {tmp} and {world} are filled in
+    make: Callable | None = None  # make(tmp, world, monkeypatch) writes the damaged inputs
+
+
+# ---------------------------------------------------------------- damaged inputs, made small
+
+
+def npz_set(data, labels=None, test=None, keys=("data", "labels"), garbled=False) -> Callable:
+    """train.npz (and test.npz: ``test`` or the same) under tmp/npz; ``garbled``: train.npz
+    cut to half its bytes."""
+    def make(tmp, world, monkeypatch):
+        (tmp / "npz").mkdir()
+        n = len(data)
+        for split, rows in (("train", data), ("test", data if test is None else test)):
+            arrays = {keys[0]: rows, keys[1]: np.arange(n) % 3 if labels is None else labels}
+            np.savez(tmp / "npz" / f"{split}.npz", **arrays)
+        if garbled:
+            train = tmp / "npz" / "train.npz"
+            train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
+    return make
+
+
+def garbage(relative: str, content: bytes = b"this is not what it claims to be") -> Callable:
+    def make(tmp, world, monkeypatch):
+        (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / relative).write_bytes(content)
+    return make
+
+
+def image_folder(damage: str) -> Callable:
+    """tmp/images/{train,test}/{a,b}/0.png, 4x4 grayscale, with one kind of damage."""
+    def make(tmp, world, monkeypatch):
+        root = tmp / "images"
+        for split in ("train", "test"):
+            for cls in ("a", "b"):
+                (root / split / cls).mkdir(parents=True)
+                for i in range(20):
+                    Image.new("L", (4, 4), 9 * i).save(root / split / cls / f"{i}.png")
+        if damage == "empty class":
+            for png in (root / "train" / "b").iterdir():
+                png.unlink()
+        elif damage == "corrupt png":
+            (root / "train" / "b" / "3.png").write_bytes(b"\x89PNG broken")
+        elif damage == "truncated png":
+            png = root / "test" / "a" / "5.png"
+            png.write_bytes(png.read_bytes()[:30])
+        elif damage == "mixed modes":
+            Image.new("RGB", (4, 4)).save(root / "test" / "b" / "x.png")
+        elif damage == "mixed sizes":
+            Image.new("L", (6, 6)).save(root / "train" / "a" / "x.png")
+        elif damage == "class only in test":
+            (root / "test" / "c").mkdir()
+            Image.new("L", (4, 4)).save(root / "test" / "c" / "0.png")
+        elif damage == "no test split":
+            for png in (root / "test").rglob("*.png"):
+                png.unlink()
+            for folder in sorted((root / "test").rglob("*"), reverse=True) + [root / "test"]:
+                folder.rmdir()
+    return make
+
+
+def mnist_files(damage: str) -> Callable:
+    """tmp/MNIST/raw with 2 images of 4x4 per split, damaged one way."""
+    def make(tmp, world, monkeypatch):
+        raw = tmp / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        header = {"images": b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 4, 4)),
+                  "labels": b"\x00\x00\x08\x01" + (2).to_bytes(4, "big")}
+        for prefix in ("train", "t10k"):
+            for kind, count, body in (("images", 3, bytes(32)), ("labels", 1, bytes(2))):
+                data = header[kind] + body
+                if damage == "truncated" and kind == "images":
+                    data = data[:-3]
+                if damage == "not idx":
+                    data = b"<html>404 not found</html>"
+                if damage == "labels count" and kind == "labels" and prefix == "t10k":
+                    data = b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes(3)
+                (raw / f"{prefix}-{kind}-idx{count}-ubyte").write_bytes(data)
+        if damage == "bad gzip":
+            (raw / "train-images-idx3-ubyte").unlink()
+            (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+        if damage == "truncated gzip":
+            image_file = raw / "train-images-idx3-ubyte"
+            packed = gzip.compress(image_file.read_bytes())
+            image_file.unlink()
+            (raw / "train-images-idx3-ubyte.gz").write_bytes(packed[:-8])
+    return make
+
+
+def offline_download(tmp, world, monkeypatch):
+    import torchvision
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://example/, "
+                           "got:\n<urlopen error [Errno -2] Name or service not known>")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", refuse)
+
+
+def store_copy(damage: str) -> Callable:
+    """A copy of the world's digits store under tmp/store, damaged one way."""
+    def make(tmp, world, monkeypatch):
+        store = tmp / "store"
+        store.mkdir()
+        for file in (world / "store").iterdir():
+            (store / file.name).write_bytes(file.read_bytes())
+        labels = np.load(store / "test_labels.npy")
+        meta = json.loads((store / "meta.json").read_text())
+        if damage == "changed labels":
+            np.save(store / "test_labels.npy", labels[::-1].copy())
+        elif damage == "short labels":
+            np.save(store / "test_labels.npy", labels[:-1])
+        elif damage == "foreign format":
+            (store / "meta.json").write_text(json.dumps({**meta, "format": "other"}))
+        elif damage == "meta not json":
+            (store / "meta.json").write_text("{ broken")
+        elif damage == "images missing":
+            (store / "train_images.npy").unlink()
+    return make
+
+
+def checkpoint_copy(change: Callable[[dict], None], name: str = "bad.pt") -> Callable:
+    """tmp/``name``: the world's checkpoint with ``change`` applied to its dict."""
+    def make(tmp, world, monkeypatch):
+        payload = torch.load(world / "run" / "checkpoint.pt", weights_only=True)
+        change(payload)
+        torch.save(payload, tmp / name)
+    return make
+
+
+def checkpoint_bytes(cut: Callable[[bytes], bytes]) -> Callable:
+    def make(tmp, world, monkeypatch):
+        (tmp / "bad.pt").write_bytes(cut((world / "run" / "checkpoint.pt").read_bytes()))
+    return make
+
+
+def unsafe_checkpoint(tmp, world, monkeypatch):
+    torch.save({"format": "mixerflow-checkpoint-v1", "payload": Path("/")}, tmp / "bad.pt")
+
+
+def drop(*keys: str) -> Callable[[dict], None]:
+    def change(payload: dict) -> None:
+        target = payload
+        for key in keys[:-1]:
+            target = target[key]
+        del target[keys[-1]]
+    return change
+
+
+def put(value, *keys: str) -> Callable[[dict], None]:
+    def change(payload: dict) -> None:
+        target = payload
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return change
+
+
+def embeddings_copy(change: Callable[[dict], None] | None = None,
+                    cut: Callable[[bytes], bytes] | None = None) -> Callable:
+    """tmp/e.npz: the world's embeddings, their arrays changed or their bytes cut."""
+    def make(tmp, world, monkeypatch):
+        source = world / "embeddings.npz"
+        if cut is not None:
+            (tmp / "e.npz").write_bytes(cut(source.read_bytes()))
+            return
+        with np.load(source) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+        change(arrays)
+        np.savez(tmp / "e.npz", **arrays)
+    return make
+
+
+def config_file(content: bytes) -> Callable:
+    return garbage("c.yaml", content)
+
+
+def ragged_rows(arrays: dict) -> None:
+    arrays["train_y"] = arrays["train_y"][:-1]
+
+
+def no_data_settings(arrays: dict) -> None:
+    settings = json.loads(str(arrays["settings"]))
+    del settings["data"]
+    arrays["settings"] = np.array(json.dumps(settings))
+
+
+def data_settings(**changes) -> Callable[[dict], None]:
+    def change(arrays: dict) -> None:
+        settings = json.loads(str(arrays["settings"]))
+        settings["data"].update(changes)
+        arrays["settings"] = np.array(json.dumps(settings))
+    return change
+
+
+PIXELS = np.arange(30 * 48).reshape(30, 48) % 256  # 30 images of 3x4x4
+CFG = ["train", "--config", "{tmp}/c.yaml", "--no-progress", "log.out_dir={tmp}/run"]
+COMPARE = ["compare", "--out", "{tmp}/r", "--no-progress"]
+BENCH = ["bench", "--config", "configs/quickstart.yaml", "--out", "{tmp}/r"]
+NOT_ROOT = os.geteuid() != 0  # root writes into read-only folders
+
+CASES = {
+    # the command line itself
+    "no command": Case([], "the following arguments are required: command"),
+    "unknown command": Case(["fly"], "invalid choice: 'fly'"),
+    "unknown flag": Case(["train", "--fast"], "unrecognized arguments: --fast"),
+    "flag value not a number": Case(["sample", "--checkpoint", CKPT, "--n", "many"],
+                                    "argument --n: invalid int value: 'many'"),
+    "flag without its value": Case(["sample", "--checkpoint"],
+                                   "argument --checkpoint: expected one argument"),
+    "override on a command without config": Case(["sample", "--checkpoint", CKPT, "n=3"],
+                                                 "unrecognized arguments: n=3"),
+    # config keys and values
+    "unknown key": Case([*TRAIN, "model.depth=3"], "unknown config key 'model.depth'"),
+    "unknown section": Case([*TRAIN, "modle.blocks=3"], "unknown config key 'modle'"),
+    "override without a value": Case([*TRAIN, "model.blocks="],
+                                     "'model.blocks' must be an integer, got ''"),
+    "integer as words": Case([*TRAIN, "model.blocks=three"],
+                             "'model.blocks' must be an integer, got 'three'"),
+    "zero blocks": Case([*TRAIN, "model.blocks=0"], "'model.blocks' must be at least 1"),
+    "negative batch size": Case([*TRAIN, "train.batch_size=-5"],
+                                "'train.batch_size' must be at least 1"),
+    "zero steps": Case([*TRAIN, "train.steps=0"], "'train.steps' must be at least 1"),
+    "unknown coupling": Case([*TRAIN, "model.coupling=cubic"],
+                             "'model.coupling' must be one of affine, additive, rq-spline"),
+    "unknown model kind": Case([*TRAIN, "model.kind=resnet"], "'model.kind' must be one of"),
+    "boolean as words": Case([*TRAIN, "model.shift=maybe"], "'model.shift' must be true or false"),
+    "negative lr": Case([*TRAIN, "train.lr=-1"], "'train.lr' must be positive"),
+    "infinite lr": Case([*TRAIN, "train.lr=.inf"], "'train.lr' must be a finite number"),
+    "nan minutes": Case([*TRAIN, "train.max_minutes=.nan"],
+                        "'train.max_minutes' must be a finite number"),
+    "lr as words": Case([*TRAIN, "train.lr=fast"], "'train.lr' must be a number, got 'fast'"),
+    "tiny init batch": Case([*TRAIN, "train.init_batch_size=1"],
+                            "'train.init_batch_size' must be at least 32"),
+    "unknown data set": Case([*TRAIN, "data.name=imagenet"], "'data.name' must be one of"),
+    "unknown device": Case([*TRAIN, "train.device=tpu"], "'train.device' must be auto, cpu, cuda"),
+    "device index not a number": Case([*TRAIN, "train.device=cuda:abc"],
+                                      "'train.device' must be auto, cpu, cuda or cuda:N"),
+    "unknown precision": Case([*TRAIN, "train.precision=fp8"], "'train.precision' must be one of"),
+    "unknown wandb mode": Case([*TRAIN, "log.wandb=maybe"], "'log.wandb' must be one of"),
+    "negative temperature": Case([*TRAIN, "log.temperature=-1"],
+                                 "'log.temperature' must be at least 0"),
+    "zero threads": Case([*TRAIN, "train.threads=0"], "'train.threads' must be at least 1"),
+    "negative weight decay": Case([*TRAIN, "train.weight_decay=-0.1"],
+                                  "'train.weight_decay' must be at least 0"),
+    "zero samples": Case([*TRAIN, "log.num_samples=0"], "'log.num_samples' must be at least 1"),
+    "patch size that does not divide": Case([*TRAIN, "model.patch_size=3"],
+                                            "patch_size 3 does not divide the image size 8x8"),
+    "val split eats train": Case([*TRAIN, "data.val_size=5000"],
+                                 "'data.val_size' (5000) must be below the 1437"),
+    "absurd model": Case([*TRAIN, "model.blocks=10000000"],
+                         "the model has about 211,080,000,000 parameters: training needs"),
+    # config files
+    "config file missing": Case(["train", "--config", "{tmp}/nope.yaml"], "not found"),
+    "config not UTF-8": Case(CFG, "is not UTF-8 text", config_file(b"train:\n  lr: \xff\xfe\n")),
+    "config is a list": Case([*CFG, "train.lr=0.1"], "must hold a mapping of sections",
+                             config_file(b"- a\n- b\n")),
+    "config not YAML": Case(CFG, "is not valid YAML", config_file(b"train: [\n")),
+    "config runs python": Case(CFG, "is not valid YAML",
+                               config_file(b"train: !!python/object/apply:os.system [ls]\n")),
+    "config section not a mapping": Case(CFG, "'train'", config_file(b"train: 3\n")),
+    "config is a folder": Case(["train", "--config", "{tmp}"], "is a folder"),
+    # the run folder
+    "run folder is a file": Case([*TRAIN, "log.out_dir={tmp}/c.yaml"], "cannot use",
+                                 config_file(b"")),
+    "run folder under a file": Case([*TRAIN, "log.out_dir={tmp}/c.yaml/run"], "cannot use",
+                                    config_file(b"")),
+    "run folder name too long": Case([*TRAIN, "log.out_dir={tmp}/" + "r" * 300],
+                                     "File name too long"),
+    "existing run without --resume": Case([*TRAIN, "log.out_dir={world}/run"],
+                                          "already exists; pass --resume"),
+    "resume with nothing to resume": Case([*TRAIN, "--resume"], "--resume: no checkpoint at"),
+    "resume with another model": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+                                       "model.blocks=3"], "model.blocks is 3 but"),
+    "resume with another batch size": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+                                            "train.batch_size=32"], "train.batch_size is 32 but"),
+    "resume with other data": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+                                    "data.val_size=100"], "data.val_size is 100 but"),
+    # data
+    "data root missing": Case([*TRAIN, "data.name=mnist", "data.root={tmp}/nowhere"],
+                              "train-images-idx3-ubyte[.gz] not found in"),
+    "cifar10 missing": Case([*TRAIN, "data.name=cifar10", "data.root={tmp}"],
+                            "CIFAR-10 not found"),
+    "download offline": Case([*TRAIN, "data.name=mnist", "data.root={tmp}", "data.download=true"],
+                             "could not download MNIST into", offline_download),
+    "mnist truncated": Case([*TRAIN, "data.name=mnist", "data.root={tmp}", "data.val_size=1"],
+                            "is truncated or corrupt", mnist_files("truncated")),
+    "mnist not idx": Case([*TRAIN, "data.name=mnist", "data.root={tmp}", "data.val_size=1"],
+                          "is not an idx file of unsigned bytes", mnist_files("not idx")),
+    "mnist bad gzip": Case([*TRAIN, "data.name=mnist", "data.root={tmp}", "data.val_size=1"],
+                           "cannot be read", mnist_files("bad gzip")),
+    "mnist truncated gzip": Case([*TRAIN, "data.name=mnist", "data.root={tmp}",
+                                  "data.val_size=1"], "cannot be read",
+                                 mnist_files("truncated gzip")),
+    "mnist labels and images differ": Case([*TRAIN, "data.name=mnist", "data.root={tmp}",
+                                            "data.val_size=1"], "3 labels for 2 images",
+                                           mnist_files("labels count")),
+    "npz folder missing": Case([*TRAIN, "data.name=npz:{tmp}/npz"], "not found"),
+    "npz float pixels": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                             "pixel data are float64; expected integers",
+                             npz_set(np.random.default_rng(0).random((30, 48)))),
+    "npz pixels above 255": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                                 "pixel values span 300..300; expected 0..255",
+                                 npz_set(np.full((30, 48), 300, dtype=np.int16))),
+    "npz negative pixels": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                                "pixel values span -1..-1", npz_set(np.full((30, 48), -1))),
+    "npz labels short": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                             "expected one integer per", npz_set(PIXELS, labels=np.arange(3))),
+    "npz labels float": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                             "expected one integer per", npz_set(PIXELS, labels=np.ones(30) / 2)),
+    "npz without data key": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                                 "not an image .npz", npz_set(PIXELS, keys=("pixels", "labels"))),
+    "npz rows not square images": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                                       "rows of 50 values are not 3 x s x s images",
+                                       npz_set(np.zeros((30, 50), dtype=np.uint8))),
+    "npz splits of other shapes": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                                       "train images are (3, 4, 4) but test images are (3, 2, 2)",
+                                       npz_set(PIXELS, test=np.zeros((30, 12), np.uint8))),
+    "npz truncated": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=1"],
+                          "not an image .npz", npz_set(PIXELS, garbled=True)),
+    "image folder missing": Case([*TRAIN, "data.name=folder:{tmp}/images"], "not found"),
+    "image folder empty class": Case([*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+                                     "Found no valid file", image_folder("empty class")),
+    "image folder corrupt png": Case([*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+                                     "is not a readable image", image_folder("corrupt png")),
+    "image folder truncated png": Case([*TRAIN, "data.name=folder:{tmp}/images",
+                                        "data.val_size=1"], "is not a readable image",
+                                       image_folder("truncated png")),
+    "image folder mixed modes": Case([*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+                                     "but the first image is (1, 4, 4)",
+                                     image_folder("mixed modes")),
+    "image folder mixed sizes": Case([*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+                                     "but the first image is (1, 4, 4)",
+                                     image_folder("mixed sizes")),
+    "image folder class only in test": Case([*TRAIN, "data.name=folder:{tmp}/images",
+                                             "data.val_size=1"], "has classes that train/ lacks: c",
+                                            image_folder("class only in test")),
+    "image folder without test": Case([*TRAIN, "data.name=folder:{tmp}/images",
+                                       "data.val_size=1"], "test", image_folder("no test split")),
+    "store not prepared": Case([*TRAIN, "data.name=store:{tmp}"], "not a prepared store"),
+    "store short labels": Case([*TRAIN, "data.name=store:{tmp}/store"],
+                               "test files do not match meta.json", store_copy("short labels")),
+    "store foreign format": Case([*TRAIN, "data.name=store:{tmp}/store"],
+                                 "is not a mixerflow-store-v1 store", store_copy("foreign format")),
+    "store meta not json": Case([*TRAIN, "data.name=store:{tmp}/store"], "meta.json",
+                                store_copy("meta not json")),
+    "store images missing": Case([*TRAIN, "data.name=store:{tmp}/store"], "train_images.npy",
+                                 store_copy("images missing")),
+    "imagenet not prepared": Case([*TRAIN, "data.name=imagenet64", "data.root={tmp}"],
+                                  "is read from a prepared store at"),
+    # checkpoints
+    "checkpoint missing": Case(["sample", "--checkpoint", "{tmp}/gone.pt"], "not found"),
+    "checkpoint is text": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
+                               "is corrupt or not a torch file", garbage("bad.pt")),
+    "checkpoint empty": Case(["evaluate", "--checkpoint", "{tmp}/bad.pt"],
+                             "is corrupt or not a torch file", garbage("bad.pt", b"")),
+    "checkpoint truncated": Case(["evaluate", "--checkpoint", "{tmp}/bad.pt"],
+                                 "is corrupt or not a torch file",
+                                 checkpoint_bytes(lambda data: data[: len(data) // 2])),
+    "checkpoint unsafe": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
+                              "is not a mixerflow checkpoint: it holds Python objects",
+                              unsafe_checkpoint),
+    "checkpoint of another format": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
+                                         "is not a mixerflow checkpoint",
+                                         checkpoint_copy(put("mixerflow-checkpoint-v0", "format"))),
+    "checkpoint without weights": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
+                                       "lacks 'model'", checkpoint_copy(drop("model"))),
+    "checkpoint without config": Case(["embed", "--checkpoint", "{tmp}/bad.pt"],
+                                      "lacks 'config'", checkpoint_copy(drop("config"))),
+    "checkpoint missing a tensor": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
+                                        "weights do not fit its model",
+                                        checkpoint_copy(lambda p: p["model"].popitem())),
+    "checkpoint with a wrong shape": Case(["evaluate", "--checkpoint", "{tmp}/bad.pt"],
+                                          "weights do not fit its model",
+                                          checkpoint_copy(put([3, 8, 8], "image_shape"))),
+    "checkpoint config tampered": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
+                                       "'model.blocks' must be an integer",
+                                       checkpoint_copy(put("many", "config", "model", "blocks"))),
+    "checkpoint levels tampered": Case(["sample", "--checkpoint", "{tmp}/bad.pt"], "num_levels",
+                                       checkpoint_copy(put("17", "num_levels"))),
+    "resume from a damaged checkpoint": Case([*TRAIN, "--resume", "log.out_dir={tmp}"],
+                                             "lacks 'optimizer'",
+                                             checkpoint_copy(drop("optimizer"), "checkpoint.pt")),
+    "checkpoint data moved": Case(["evaluate", "--checkpoint", "{tmp}/bad.pt"], "not found",
+                                  checkpoint_copy(put("npz:/nowhere", "config", "data", "name"))),
+    # sample, evaluate, embed
+    "sample zero": Case(["sample", "--checkpoint", CKPT, "--n", "0"], "--n must be at least 1"),
+    "sample negative": Case(["sample", "--checkpoint", CKPT, "--n", "-3"],
+                            "--n must be at least 1, got -3"),
+    "sample batch zero": Case(["sample", "--checkpoint", CKPT, "--batch-size", "0"],
+                              "--batch-size must be at least 1, got 0"),
+    "negative sample temperature": Case(["sample", "--checkpoint", CKPT, "--temperature", "-1"],
+                                        "--temperature must be at least 0"),
+    "temperature as words": Case(["sample", "--checkpoint", CKPT, "--temperature", "warm"],
+                                 "--temperature must be comma-separated numbers"),
+    "temperature repeated": Case(["sample", "--checkpoint", CKPT, "--temperature", "1,1"],
+                                 "--temperature must list distinct numbers"),
+    "reconstruct zero": Case(["sample", "--checkpoint", CKPT, "--reconstruct", "0"],
+                             "--reconstruct must be at least 1"),
+    "reconstruct more than the test split": Case(
+        ["sample", "--checkpoint", CKPT, "--out", "{tmp}/s.png", "--reconstruct", "100000"],
+        "asked for 100000 test images but the test split has 360"),
+    "interpolations past the test split": Case(
+        ["sample", "--checkpoint", CKPT, "--out", "{tmp}/s.png", "--interpolate", "1000"],
+        "asked for 2000 test images but the test split has 360"),
+    "embed layer as words": Case(["embed", "--checkpoint", CKPT, "--layer", "deepest"],
+                                 "layer 'deepest'"),
+    "one interpolation step": Case(["sample", "--checkpoint", CKPT, "--interpolate", "1",
+                                    "--interpolation-steps", "1"],
+                                   "--interpolation-steps must be at least 2"),
+    "sample out under a file": Case(["sample", "--checkpoint", CKPT, "--out",
+                                     "{tmp}/c.yaml/grid.png"], "cannot write", config_file(b"")),
+    "sample out is a folder": Case(["sample", "--checkpoint", CKPT, "--out", "{tmp}"],
+                                   "it is a folder"),
+    "sample device unknown": Case(["sample", "--checkpoint", CKPT, "--device", "gpu"],
+                                  "--device must be"),
+    "evaluate batch negative": Case(["evaluate", "--checkpoint", CKPT, "--batch-size", "-5"],
+                                    "--batch-size must be at least 1, got -5"),
+    "evaluate unknown split": Case(["evaluate", "--checkpoint", CKPT, "--split", "dev"],
+                                   "argument --split: invalid choice: 'dev'"),
+    "evaluate device index not a number": Case(["evaluate", "--checkpoint", CKPT, "--device",
+                                                "cuda:x"], "--device must be"),
+    "embed batch zero": Case(["embed", "--checkpoint", CKPT, "--batch-size", "0"],
+                             "--batch-size must be at least 1"),
+    "embed max train zero": Case(["embed", "--checkpoint", CKPT, "--max-train", "0"],
+                                 "--max-train must be at least 1"),
+    "embed layer past the last block": Case(["embed", "--checkpoint", CKPT, "--layer", "block:9"],
+                                            "layer 'block:9': choose z or block:k with k from 1"),
+    "embed layer of the other model": Case(["embed", "--checkpoint", CKPT, "--layer", "level:1"],
+                                           "layer 'level:1'"),
+    "embed unknown pool": Case(["embed", "--checkpoint", CKPT, "--pool", "per_level"],
+                               "pool 'per_level': MixerFlow pools are none, mean_patches"),
+    "embed out under a file": Case(["embed", "--checkpoint", CKPT, "--out", "{tmp}/c.yaml/e.npz"],
+                                   "cannot write", config_file(b"")),
+    # embeddings and probes
+    "embeddings missing": Case(["probe", "--embeddings", "{tmp}/none.npz"], "not found"),
+    "embeddings not npz": Case(["probe", "--embeddings", "{tmp}/e.npz"], "is corrupt",
+                               garbage("e.npz")),
+    "embeddings truncated": Case(["probe", "--embeddings", "{tmp}/e.npz"], "is corrupt",
+                                 embeddings_copy(cut=lambda data: data[: len(data) * 2 // 3])),
+    "embeddings without test labels": Case(["probe", "--embeddings", "{tmp}/e.npz"],
+                                           "lacks test_y", embeddings_copy(drop("test_y"))),
+    "embeddings rows and labels differ": Case(["probe", "--embeddings", "{tmp}/e.npz"],
+                                              "train_x has 1300 rows but train_y has 1299",
+                                              embeddings_copy(ragged_rows)),
+    "embeddings settings damaged": Case(["probe", "--embeddings", "{tmp}/e.npz"], "settings",
+                                        embeddings_copy(put(np.array("{ broken"), "settings"))),
+    "pixel baseline without data settings": Case(
+        ["probe", "--embeddings", "{tmp}/e.npz", "--baseline", "pixels"],
+        "does not say which data it embeds", embeddings_copy(no_data_settings)),
+    "embeddings name data that does not load": Case(
+        ["probe", "--embeddings", "{tmp}/e.npz", "--baseline", "pixels"],
+        "names data that does not load: unknown config key 'data.colour'",
+        embeddings_copy(data_settings(colour=1))),
+    "embeddings of data that moved": Case(
+        ["probe", "--embeddings", "{tmp}/e.npz", "--baseline", "pixels"],
+        "/nowhere/train.npz not found", embeddings_copy(data_settings(name="npz:/nowhere"))),
+    "probe json is a folder": Case(["probe", "--embeddings", "{world}/embeddings.npz", "--json",
+                                    "{tmp}"], "it is a folder"),
+    "probe iterations zero": Case(["probe", "--embeddings", "{world}/embeddings.npz",
+                                   "--max-iter", "0"], "--max-iter must be at least 1"),
+    "probe json under a file": Case(["probe", "--embeddings", "{world}/embeddings.npz", "--json",
+                                     "{tmp}/c.yaml/p.json"], "cannot write", config_file(b"")),
+    # compare, bench, campaign
+    "compare seeds as words": Case([*COMPARE, "--seeds", "one"],
+                                   "--seeds must be comma-separated integers"),
+    "compare seeds repeated": Case([*COMPARE, "--seeds", "1,1"], "--seeds must list distinct"),
+    "compare negative minutes": Case([*COMPARE, "--minutes", "-1"],
+                                     "--minutes must be positive"),
+    "compare zero steps": Case([*COMPARE, "--steps", "0"], "--steps must be at least 1"),
+    "compare minutes and steps": Case([*COMPARE, "--steps", "5", "--minutes", "1"],
+                                      "give --minutes or --steps, not both"),
+    "compare config missing": Case([*COMPARE, "--mixerflow", "{tmp}/nope.yaml"], "not found"),
+    "compare glow config of mixerflow": Case([*COMPARE, "--glow", "configs/quickstart.yaml"],
+                                             "the glow config has model.kind 'mixerflow'"),
+    "compare over runs of other settings": Case(
+        [*COMPARE, "--steps", "5"], "holds a run with other settings",
+        garbage("r/runs/mixerflow_seed0.yaml",
+                b"data: {name: digits}\nmodel: {blocks: 99}\ntrain: {}\nlog: {}\n")),
+    "compare report under a file": Case(["compare", "--steps", "2", "--out", "{tmp}/c.yaml/r"],
+                                        "cannot write", config_file(b"")),
+    "scaling sizes as words": Case([*COMPARE, "--scaling", "--sizes", "16,big"],
+                                   "--sizes must be comma-separated integers"),
+    "bench sizes too small": Case([*BENCH, "--sizes", "1"],
+                                  "--sizes must list image sides of at least 2"),
+    "bench sizes as words": Case([*BENCH, "--sizes", "big"],
+                                 "--sizes must be comma-separated integers"),
+    "bench unknown precision": Case([*BENCH, "--precision", "fp8"],
+                                    "--precision takes a comma list"),
+    "bench unknown mode": Case([*BENCH, "--modes", "fast"], "--modes takes a comma list"),
+    "bench zero threads": Case([*BENCH, "--threads", "0"], "--threads must be at least 1"),
+    "bench zero timed steps": Case([*BENCH, "--timed-steps", "0"],
+                                   "--timed-steps must be at least 1"),
+    "bench device unknown": Case([*BENCH, "--device", "gpu"], "--device must be"),
+    "bench config missing": Case(["bench", "--config", "{tmp}/nope.yaml", "--out", "{tmp}/r"],
+                                 "not found"),
+    "bench report under a file": Case(["bench", "--config", "configs/quickstart.yaml", "--out",
+                                       "{tmp}/c.yaml/r"], "cannot write", config_file(b"")),
+    "campaign unknown part": Case(["campaign", "--parts", "train"], "--parts takes a comma list"),
+    "campaign zero minutes": Case(["campaign", "--minutes", "0"], "--minutes must be positive"),
+    # prepare
+    "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
+    "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],
+                                   "'data.name' must be one of"),
+    "prepare imagenet without src": Case(["prepare", "imagenet32", "--data-root", "{tmp}"],
+                                         "needs --src"),
+    "prepare imagenet src missing": Case(["prepare", "imagenet32", "--src", "{tmp}/nowhere",
+                                          "--out", "{tmp}/s"],
+                                         "does not hold train_data_batch_*.npz"),
+    "prepare folder without out": Case(["prepare", "folder:{tmp}/images"], "needs --out"),
+    "prepare image size one": Case(["prepare", "folder:{tmp}/images", "--out", "{tmp}/s",
+                                    "--image-size", "1"], "--image-size must be at least 2"),
+    "prepare over an existing store": Case(["prepare", "digits", "--out", "{world}/store"],
+                                           "already exists"),
+    "prepare out under a file": Case(["prepare", "digits", "--out", "{tmp}/c.yaml/s"],
+                                     "cannot write the store", config_file(b"")),
+    "verify a changed store": Case(["prepare", "--verify", "{tmp}/store", "--no-progress"],
+                                   "test_labels.npy does not match its sha256",
+                                   store_copy("changed labels")),
+    "verify a missing store": Case(["prepare", "--verify", "{tmp}/nowhere"],
+                                   "not a prepared store"),
+}
+if not torch.cuda.is_available():
+    CASES["cuda without a GPU"] = Case([*TRAIN, "train.device=cuda"], "no CUDA device is available")
+if NOT_ROOT:
+    CASES["run folder read-only"] = Case(
+        [*TRAIN, "log.out_dir={tmp}/locked/run"], "cannot use",
+        lambda tmp, world, monkeypatch: (tmp / "locked").mkdir(mode=0o500))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A finished quick-start run (checkpoint, samples, metrics), its embeddings and a digits
+    store: the existing work that no mistake may touch."""
+    world = tmp_path_factory.mktemp("world")
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml",
+                      ["train.steps=20", "log.num_samples=4", f"log.out_dir={world / 'run'}"])
+    train(cfg, show_progress=False)
+    main(["embed", "--checkpoint", str(world / "run" / "checkpoint.pt"), "--no-progress",
+          "--out", str(world / "embeddings.npz")])
+    main(["prepare", "digits", "--out", str(world / "store"), "--no-progress"])
+    return world
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (the run lock's own bookkeeping aside) and its sha256."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != ".lock"}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_a_mistake_is_one_error_line_and_changes_nothing(case, world, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.chdir(ROOT)
+    if case.make is not None:
+        case.make(tmp_path, world, monkeypatch)
+    before, inputs = snapshot(world), snapshot(tmp_path)
+    argv = [arg.format(tmp=tmp_path, world=world) for arg in case.argv]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert case.message.format(tmp=tmp_path, world=world) in err
+    assert "Traceback" not in out + err
+    assert snapshot(world) == before, "an existing run folder changed"
+    assert snapshot(tmp_path) == inputs, "the failed command left files behind"
+
+
+def test_a_locked_run_folder_and_an_uneven_global_batch(capsys, tmp_path, monkeypatch):
+    argv = ["train", *QUICK, f"log.out_dir={tmp_path / 'run'}"]
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "is in use by another training (pid" in capsys.readouterr().err
+    monkeypatch.setattr(distributed, "setup", lambda *args: distributed.Distributed(
+        rank=0, world_size=3))  # as if torchrun had started three processes
+    with pytest.raises(SystemExit):
+        main([*argv, "train.batch_size=64"])
+    assert "'train.batch_size' (64) is the global batch and must divide evenly among the 3" \
+        in capsys.readouterr().err
