@@ -77,10 +77,14 @@ class RunLock:
                 f"{self.run_dir} is in use by another training ({holder}); wait for it to end "
                 "or set log.out_dir=... for a new run"
             ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        self._file.flush()
+        try:  # unbuffered, so a full disk fails here and not again at close
+            os.ftruncate(self._file.fileno(), 0)
+            os.pwrite(self._file.fileno(), f"pid {os.getpid()} on {socket.gethostname()}\n"
+                      .encode(), 0)
+        except OSError as err:  # a full disk
+            self.release()
+            raise UserError(f"cannot use {self.run_dir} as the run folder (log.out_dir): "
+                            f"{err.strerror}") from None
         for leftover in self.run_dir.glob(".*.tmp"):  # a killed writer's; nobody else writes
             leftover.unlink(missing_ok=True)
 
