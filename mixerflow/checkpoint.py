@@ -11,6 +11,7 @@ import torch
 from mixerflow.config import Config, config_from_dict
 from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow, build_model
+from mixerflow.models.mixerflow import upgrade_state_dict
 
 FORMAT = "mixerflow-checkpoint-v1"
 MODEL_KEYS = ("config", "image_shape", "num_levels", "model")  # what rebuilds the flow
@@ -103,8 +104,11 @@ def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[Ima
         raise UserError(f"checkpoint {str(path)!r} holds a config that does not load: "
                         f"{err}") from None
     flow = build_model(cfg.model, tuple(shape), levels)
+    state = payload["model"]
+    if cfg.model.kind == "mixerflow" and isinstance(state, dict):
+        state = upgrade_state_dict(state)  # checkpoints from before MixerBlock had names
     try:
-        flow.load_state_dict(payload["model"])
+        flow.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
         reason = " ".join(str(err).split())[:300]
         raise UserError(f"checkpoint {str(path)!r} is damaged: its weights do not fit its "

@@ -1,10 +1,13 @@
 import pytest
 import torch
+from nflows.transforms.base import CompositeTransform, InverseTransform
 
 from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
 from mixerflow.config import load_config
 from mixerflow.errors import UserError
 from mixerflow.models import MixerFlow, build_model
+from mixerflow.models.mixerflow import upgrade_state_dict
+from mixerflow.transforms import Transpose
 
 TINY = ["model.blocks=2", "model.channel_hidden=8", "model.patch_hidden=8", "model.num_bins=4"]
 
@@ -56,18 +59,42 @@ def test_channel_mixing_weights_do_not_grow_with_the_number_of_patches():
 
     def channel_mixing_params(size):
         block = MixerFlow.from_config(cfg.model, (1, size, size)).blocks[0]
-        return sum(p.numel() for p in block._transforms[1].transform.parameters())
+        return sum(p.numel() for p in block.channel_mixing.transform.parameters())
 
     assert channel_mixing_params(4) == channel_mixing_params(16)
 
 
-def test_shift_blocks_move_patch_borders():
+def test_odd_blocks_shift_by_half_a_patch():
     cfg = load_config(None, TINY + ["model.patch_size=2"])
-    shifted = MixerFlow.from_config(cfg.model, (1, 4, 4))
+    blocks = MixerFlow.from_config(cfg.model, (1, 4, 4)).blocks
+    assert blocks[0].shift is None and blocks[1].shift.shift == 1
     cfg.model.shift = False
-    plain = MixerFlow.from_config(cfg.model, (1, 4, 4))
-    assert len(shifted.blocks[1]._transforms) == len(plain.blocks[1]._transforms) + 2
-    assert len(shifted.blocks[0]._transforms) == len(plain.blocks[0]._transforms)
+    assert all(block.shift is None for block in MixerFlow.from_config(cfg.model, (1, 4, 4)).blocks)
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_a_block_equals_the_nflows_composite_of_its_parts_and_old_keys_load(shift):
+    """The chain MixerFlow was built as before its blocks had names: same outputs, and its
+    numbered state-dict keys upgrade to the named ones."""
+    cfg = load_config(None, TINY + ["model.patch_size=2", "model.position_context=true",
+                                    f"model.shift={str(shift).lower()}"])
+    flow = perturb(build_model(cfg.model, (1, 4, 4), 256).eval(), scale=0.1)
+    block = flow.transform.blocks[1]
+    parts = [block.patchify, block.channel_mixing, Transpose(), block.patch_mixing, Transpose(),
+             InverseTransform(block.patchify)]
+    if block.shift is not None:
+        parts = [block.shift, *parts, InverseTransform(block.shift)]
+    chain = CompositeTransform(parts)
+    y = 2 * torch.randn(3, 1, 4, 4)
+    for mine, reference in ((block(y), chain(y)), (block.inverse(y), chain.inverse(y))):
+        assert torch.allclose(mine[0], reference[0], atol=1e-6)
+        assert torch.allclose(mine[1], reference[1], atol=1e-5)
+    old_keys = {f"transform._transforms.1.{key}": value  # block 1 of the old outer chain
+                for key, value in chain.state_dict().items()}
+    upgraded = upgrade_state_dict(old_keys)
+    mine = {k: v for k, v in flow.state_dict().items() if k.startswith("transform.blocks.1.")}
+    assert upgraded.keys() == mine.keys()
+    assert all(torch.equal(upgraded[key], mine[key]) for key in mine)
 
 
 @pytest.mark.parametrize(

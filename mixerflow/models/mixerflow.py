@@ -1,42 +1,59 @@
 """The MixerFlow transform: an invertible MLP-Mixer over image patches.
 
-One block, on ``(B, C, H, W)``:
-  [Shift by P/2] -> Patchify (B, S, D) -> channel mixing: a flow step on each patch
-  (length D, weights shared by all S patches) -> Transpose (B, D, S) -> patch mixing:
-  a flow step on each column (length S, weights shared by all D columns) -> Transpose
-  -> un-Patchify -> [Shift back].
+One :class:`MixerBlock`, on ``(B, C, H, W)``:
+  [shift by P/2] -> patchify (B, S, D) -> channel mixing: a flow step on each patch
+  (length D, weights shared by all S patches) -> transpose (B, D, S) -> patch mixing:
+  a flow step on each column (length S, weights shared by all D columns) -> transpose
+  -> un-patchify -> [shift back].
 Odd blocks are shifted, so alternate blocks see patch grids offset by half a patch.
 """
 
+import re
+
 import torch
-from nflows.transforms.base import CompositeTransform, InverseTransform, Transform
+from nflows.transforms.base import Transform
+from torch import nn
 
 from mixerflow.errors import UserError
 from mixerflow.transforms.mixing import RowWise, flow_step
-from mixerflow.transforms.patches import Patchify, Shift, Transpose
+from mixerflow.transforms.patches import Patchify, Shift
 
 
-def mixer_block(
-    patchify: Patchify,
-    *,
-    shifted: bool,
-    channel_step: Transform,
-    patch_step: Transform,
-    context_features: int = 0,
-) -> CompositeTransform:
-    """One MixerFlow block on ``(B, C, H, W)``; the row flows get ``patchify``'s S and D."""
-    layers: list[Transform] = [
-        patchify,
-        RowWise(channel_step, patchify.num_patches, context_features),
-        Transpose(),
-        RowWise(patch_step, patchify.patch_dim, context_features),
-        Transpose(),
-        InverseTransform(patchify),
-    ]
-    if shifted:
-        shift = Shift(patchify.patch_size // 2)
-        layers = [shift, *layers, InverseTransform(shift)]
-    return CompositeTransform(layers)
+class MixerBlock(Transform):
+    """One MixerFlow block on ``(B, C, H, W)``; the transforms it applies, in order:
+
+    - ``shift``: a :class:`Shift` by half a patch, undone at the end (None: no shift);
+    - ``patchify``: images -> patches ``(B, S, D)`` (undone at the end);
+    - ``channel_mixing``: a :class:`RowWise` flow on each patch's ``D`` values;
+    - ``patch_mixing``: a :class:`RowWise` flow on each of the ``D`` columns ``(B, D, S)``.
+    """
+
+    def __init__(self, patchify: Patchify, channel_mixing: RowWise, patch_mixing: RowWise,
+                 shift: Shift | None = None):
+        super().__init__()
+        self.shift = shift
+        self.patchify = patchify
+        self.channel_mixing = channel_mixing
+        self.patch_mixing = patch_mixing
+
+    def _to_patches(self, images: torch.Tensor) -> torch.Tensor:
+        if self.shift is not None:
+            images, _ = self.shift(images)
+        return self.patchify(images)[0]
+
+    def _to_images(self, patches: torch.Tensor) -> torch.Tensor:
+        images, _ = self.patchify.inverse(patches)
+        return images if self.shift is None else self.shift.inverse(images)[0]
+
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        patches, channel_logdet = self.channel_mixing(self._to_patches(inputs))
+        columns, patch_logdet = self.patch_mixing(patches.transpose(1, 2))
+        return self._to_images(columns.transpose(1, 2)), channel_logdet + patch_logdet
+
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        columns, patch_logdet = self.patch_mixing.inverse(self._to_patches(inputs).transpose(1, 2))
+        patches, channel_logdet = self.channel_mixing.inverse(columns.transpose(1, 2))
+        return self._to_images(patches), patch_logdet + channel_logdet
 
 
 POOLS = ("none", "mean_patches", "mean_channels")
@@ -52,20 +69,31 @@ def layer_index(layer: str, prefix: str, count: int) -> int:
     raise UserError(f"layer {layer!r}: choose z or {prefix}:k with k from 1 to {count}")
 
 
-class MixerFlow(CompositeTransform):
-    """A stack of MixerFlow blocks on ``(B, C, H, W)``; ``blocks[k]`` is block ``k``."""
+class MixerFlow(Transform):
+    """A stack of :class:`MixerBlock` s on ``(B, C, H, W)``; ``blocks[k]`` is block ``k``."""
 
-    def __init__(self, blocks: list[Transform], patchify: Patchify):
-        super().__init__(blocks)
+    def __init__(self, blocks: list[MixerBlock], patchify: Patchify):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
         self.patchify = patchify
 
-    @property
-    def blocks(self) -> list[Transform]:
-        return list(self._transforms)
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logabsdet = inputs.new_zeros(inputs.shape[0])
+        for block in self.blocks:
+            inputs, block_logdet = block(inputs)
+            logabsdet = logabsdet + block_logdet
+        return inputs, logabsdet
 
-    def compile_regions(self) -> list[Transform]:
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logabsdet = inputs.new_zeros(inputs.shape[0])
+        for block in reversed(self.blocks):
+            inputs, block_logdet = block.inverse(inputs)
+            logabsdet = logabsdet + block_logdet
+        return inputs, logabsdet
+
+    def compile_regions(self) -> list[MixerBlock]:
         """The modules to compile one by one: the blocks (two structures: shifted or not)."""
-        return self.blocks
+        return list(self.blocks)
 
     def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
         """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the state after block
@@ -104,17 +132,34 @@ class MixerFlow(CompositeTransform):
             tail_bound=cfg.tail_bound,
         )
         blocks = [
-            mixer_block(
+            MixerBlock(
                 patchify,
-                shifted=cfg.shift and k % 2 == 1,
-                channel_step=flow_step(
+                channel_mixing=RowWise(flow_step(
                     patchify.patch_dim, hidden_features=cfg.channel_hidden, **common
-                ),
-                patch_step=flow_step(
+                ), patchify.num_patches, context),
+                patch_mixing=RowWise(flow_step(
                     patchify.num_patches, hidden_features=cfg.patch_hidden, **common
-                ),
-                context_features=context,
+                ), patchify.patch_dim, context),
+                shift=Shift(cfg.patch_size // 2) if cfg.shift and k % 2 == 1 else None,
             )
             for k in range(cfg.blocks)
         ]
         return cls(blocks, patchify)
+
+
+_V1_KEY = re.compile(r"^transform\._transforms\.(\d+)\._transforms\.([1-4])\.(.*)$")
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """A MixerFlow ``state_dict`` saved before blocks were named (nflows' numbered
+    ``_transforms``) -> today's keys. The parameters sat at position 1 or 2 of a block
+    (channel mixing; 2 when shifted) and 3 or 4 (patch mixing); other keys pass unchanged."""
+    upgraded = {}
+    for key, value in state.items():
+        match = _V1_KEY.match(key)
+        if match:
+            block, position, rest = match.groups()
+            part = "channel_mixing" if position in "12" else "patch_mixing"
+            key = f"transform.blocks.{block}.{part}.{rest}"
+        upgraded[key] = value
+    return upgraded

@@ -28,6 +28,9 @@ class Patchify(Transform):
         self.patch_size = patch_size
         self.grid = (height // patch_size, width // patch_size)
 
+    def extra_repr(self) -> str:
+        return f"image_shape={self.image_shape}, patch_size={self.patch_size}, grid={self.grid}"
+
     @property
     def num_patches(self) -> int:
         return self.grid[0] * self.grid[1]
@@ -59,6 +62,9 @@ class Shift(Transform):
     def __init__(self, shift: int):
         super().__init__()
         self.shift = shift
+
+    def extra_repr(self) -> str:
+        return f"shift={self.shift}"
 
     def forward(self, inputs, context=None):
         return torch.roll(inputs, (self.shift, self.shift), dims=(2, 3)), _zero_logdet(inputs)
