@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mixerflow.checkpoint import atomic_write, atomic_write_text
-from mixerflow.config import ModelConfig
+from mixerflow.config import ModelConfig, model_config_from_dict
 from mixerflow.data import BatchSampler, ImageSet
 from mixerflow.errors import UserError
 from mixerflow.models.flow import build_model, count_parameters
@@ -57,7 +57,7 @@ def measure_training(
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = resolve_device(device_name)
-    flow = build_model(ModelConfig(**model), image_shape, 256).to(device)
+    flow = build_model(model_config_from_dict(model), image_shape, 256).to(device)
     images = torch.randint(0, 256, (4 * batch_size, *image_shape), dtype=torch.uint8)
     batches = BatchSampler(images, batch_size, device, seed=0)
     if device.type == "cuda":

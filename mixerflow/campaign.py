@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mixerflow import bench, compare
 from mixerflow.checkpoint import atomic_write_text
-from mixerflow.config import Config, load_config
+from mixerflow.config import Config, load_configs
 from mixerflow.data import image_shape_of
 from mixerflow.models.flow import build_model, count_parameters
 
@@ -58,8 +58,7 @@ def campaign_configs(data_root: str | None, smoke: bool, overrides: list[str]) -
     extra = [*(SMOKE_OVERRIDES if smoke else []), *overrides]
     if data_root:
         extra.append(f"data.root={data_root}")
-    loaded = {name: load_config(path, extra) for name, path in CONFIGS.items()}
-    return compare.fair_configs(loaded["mixerflow"], loaded["glow"])
+    return compare.fair_configs(*load_configs(list(CONFIGS.values()), extra))
 
 
 def run_campaign(

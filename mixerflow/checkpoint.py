@@ -1,5 +1,6 @@
 """Checkpoints: a dict of tensors and plain values, written atomically, read weights-only."""
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -8,7 +9,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from mixerflow.config import Config, config_from_dict
+from mixerflow.config import MODEL_CONFIGS, Config, config_from_dict
 from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow, build_model
 from mixerflow.models.mixerflow import upgrade_state_dict
@@ -99,7 +100,7 @@ def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[Ima
         raise UserError(f"checkpoint {str(path)!r} is damaged: image_shape {shape!r} or "
                         f"num_levels {levels!r} is not a valid image description")
     try:
-        cfg = config_from_dict(payload["config"])
+        cfg = config_from_dict(upgrade_config_dict(payload["config"]))
     except UserError as err:
         raise UserError(f"checkpoint {str(path)!r} holds a config that does not load: "
                         f"{err}") from None
@@ -114,6 +115,23 @@ def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[Ima
         raise UserError(f"checkpoint {str(path)!r} is damaged: its weights do not fit its "
                         f"model ({reason})") from None
     return flow, cfg
+
+
+def upgrade_config_dict(tree: Any) -> Any:
+    """A config saved before each model kind had its own keys (it held every kind's keys,
+    and ``couplings`` for ``coupling_layers``) -> today's form; others pass unchanged."""
+    if not isinstance(tree, dict) or not isinstance(tree.get("model"), dict):
+        return tree
+    model = dict(tree["model"])
+    if "couplings" in model and "coupling_layers" not in model:
+        model["coupling_layers"] = model.pop("couplings")
+    kind_cls = MODEL_CONFIGS.get(model.get("kind")) if isinstance(model.get("kind"), str) \
+        else None
+    if kind_cls is not None:  # the other kinds' keys were never read
+        own = {f.name for f in dataclasses.fields(kind_cls)}
+        other = {f.name for cls in MODEL_CONFIGS.values() for f in dataclasses.fields(cls)}
+        model = {k: v for k, v in model.items() if k in own or k not in other}
+    return {**tree, "model": model}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ImageFlow:

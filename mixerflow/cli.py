@@ -16,35 +16,31 @@ import numpy as np
 import torch
 
 from mixerflow.checkpoint import load_checkpoint
-from mixerflow.config import PRECISIONS, load_config
+from mixerflow.config import PRECISIONS, load_config, load_configs
 from mixerflow.errors import LostPeer, UserError
 from mixerflow.step import resolve_device
 
 
-def _load(path: str | None, args: argparse.Namespace):
-    """The config at ``path`` with the command line's ``key=value`` overrides and data root."""
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's ``key=value`` overrides, with ``--data-root`` as one of them."""
     overrides = list(args.overrides)
     if getattr(args, "data_root", None):
         overrides.append(f"data.root={args.data_root}")
-    return load_config(path, overrides)
+    return overrides
 
 
 def _train(args: argparse.Namespace) -> None:
     from mixerflow.training import train
 
-    train(_load(args.config, args), resume=args.resume, show_progress=not args.no_progress)
+    train(load_config(args.config, _overrides(args)), resume=args.resume,
+          show_progress=not args.no_progress)
 
 
 def _compare(args: argparse.Namespace) -> None:
     from mixerflow import compare
 
-    mixerflow_cfg, glow_cfg = _load(args.mixerflow, args), _load(args.glow, args)
-    out = Path(args.out)
-    _writable(out / "report.md")
-    if args.scaling:
-        _benchmark({"mixerflow": mixerflow_cfg.model, "glow": glow_cfg.model},
-                   [(args.channels, size, size) for size in _sizes(args.sizes)], args, out)
-        return
+    mixerflow_cfg, glow_cfg = load_configs([args.mixerflow, args.glow], _overrides(args))
+    out = _writable(Path(args.out) / "report.md").parent
     configs = compare.fair_configs(mixerflow_cfg, glow_cfg, match_params=not args.no_match_params)
     configs = {name: compare.with_budget(cfg, args.minutes, args.steps)
                for name, cfg in configs.items()}
@@ -54,14 +50,22 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    from mixerflow import bench
     from mixerflow.data import image_shape_of
 
-    configs = {Path(path).stem: _load(path, args) for path in args.config}
+    _at_least(args, 1, "batch_size", "timed_steps", "threads")
+    out = _writable(Path(args.out) / "report.json").parent
+    precisions = _choices(args.precision, PRECISIONS, "--precision")
+    modes = _choices(args.modes, bench.MODES, "--modes")
+    configs = load_configs(args.config, _overrides(args))
     if args.sizes:
         shapes = [(args.channels, size, size) for size in _sizes(args.sizes)]
     else:
-        shapes = [image_shape_of(next(iter(configs.values())).data)]
-    _benchmark({name: cfg.model for name, cfg in configs.items()}, shapes, args, Path(args.out))
+        shapes = [image_shape_of(configs[0].data)]
+    models = {Path(path).stem: cfg.model for path, cfg in zip(args.config, configs, strict=True)}
+    report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
+                                 args.device, precisions, args.threads, modes)
+    bench.write_benchmark(report, out, args.command_line)
 
 
 def _campaign(args: argparse.Namespace) -> None:
@@ -122,18 +126,6 @@ def _source_splits(args: argparse.Namespace) -> tuple[dict, int]:
         return store.folder_images(Path(args.source[7:]), args.image_size), 256
     train, test, num_levels = load_train_test(DataConfig(name=args.source, root=args.data_root))
     return store.loaded_sets(train, test), num_levels
-
-
-def _benchmark(models: dict, shapes: list, args: argparse.Namespace, out: Path) -> None:
-    from mixerflow import bench
-
-    _at_least(args, 1, "batch_size", "timed_steps", "threads")
-    _writable(out / "report.json")
-    precisions = _choices(args.precision, PRECISIONS, "--precision")
-    modes = _choices(args.modes, bench.MODES, "--modes")
-    report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
-                                 args.device, precisions, args.threads, modes)
-    bench.write_benchmark(report, out, args.command_line)
 
 
 def _at_least(args: argparse.Namespace, minimum: int, *flags: str) -> None:
@@ -376,10 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data-root", help="folder with local data (else $MIXERFLOW_DATA)")
     compare.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     compare.add_argument("--out", default="reports/compare", help="report folder")
-    compare.add_argument("--scaling", action="store_true",
-                         help="instead: time and memory per training image against resolution")
-    _add_bench_arguments(compare, sizes="16,32,64,128", batch_size=8)
-    compare.epilog = "Any further key.sub=value arguments override both configs."
+    compare.epilog = ("Any further key.sub=value arguments override both configs (a model key "
+                      "the config of the kind that has it).")
     compare.set_defaults(run=_compare)
 
     campaign = commands.add_parser(
@@ -419,25 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a YAML config (repeat to compare several)")
     bench.add_argument("--data-root", help="folder with local data (for the default image shape)")
     bench.add_argument("--out", default="reports/bench", help="report folder")
-    _add_bench_arguments(bench, sizes=None, batch_size=16)
-    bench.epilog = "Any further key.sub=value arguments override every config."
+    bench.add_argument("--sizes", help="square image sides, e.g. 16,32,64 (default: the data's "
+                       "shape)")
+    bench.add_argument("--channels", type=int, default=3, help="channels of the --sizes images")
+    bench.add_argument("--batch-size", type=int, default=16)
+    bench.add_argument("--timed-steps", type=int, default=5, help="timed steps per measurement")
+    bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    bench.add_argument("--precision", default="auto",
+                       help="auto | fp32 | bf16, or several: fp32,bf16")
+    bench.add_argument("--modes", default="eager",
+                       help="eager | compiled, or both: eager,compiled (regional torch.compile)")
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    bench.epilog = ("Any further key.sub=value arguments override every config (a model key "
+                    "the configs of the kinds that have it). --sizes gives the scaling with "
+                    "resolution: time and memory per image against pixels.")
     bench.set_defaults(run=_bench)
     return parser
-
-
-def _add_bench_arguments(parser: argparse.ArgumentParser, sizes: str | None,
-                         batch_size: int) -> None:
-    parser.add_argument("--sizes", default=sizes,
-                        help="square image sides, e.g. 16,32,64 (bench: default the data's)")
-    parser.add_argument("--channels", type=int, default=3, help="channels of the --sizes images")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--timed-steps", type=int, default=5, help="timed steps per measurement")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto",
-                        help="auto | fp32 | bf16, or several: fp32,bf16")
-    parser.add_argument("--modes", default="eager",
-                        help="eager | compiled, or both: eager,compiled (regional torch.compile)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
 class _Parser(argparse.ArgumentParser):

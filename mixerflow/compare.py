@@ -22,7 +22,8 @@ from mixerflow.checkpoint import atomic_write, atomic_write_text
 from mixerflow.config import Config
 from mixerflow.data import image_shape_of
 from mixerflow.errors import UserError
-from mixerflow.models.flow import build_model, count_parameters, match_glow_width
+from mixerflow.models.flow import build_model, count_parameters
+from mixerflow.models.glow import match_glow_width
 
 MODELS = ("mixerflow", "glow")
 SUMMARY_KEYS = ("test_bpd", "num_params", "train_images_per_s", "sample_images_per_s",

@@ -18,7 +18,6 @@ from mixerflow.errors import UserError
 from mixerflow.transforms.coupling import COUPLINGS
 from mixerflow.transforms.mixing import LINEAR_MAPS
 
-MODEL_KINDS = ("mixerflow", "glow")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -46,26 +45,43 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Both model kinds; each reads its own keys (and coupling, num_bins, tail_bound, alpha)."""
+    """What every model kind shares; :data:`MODEL_CONFIGS` gives each kind's own keys."""
 
-    kind: str = "mixerflow"  # mixerflow | glow
+    kind: str = "mixerflow"
+    coupling: str = "affine"  # affine | additive | rq-spline
+    num_bins: int = 8  # rq-spline only
+    tail_bound: float = 4.0  # rq-spline only
+    alpha: float = 0.05  # logit margin
+
+
+@dataclass
+class MixerFlowConfig(ModelConfig):
+    """MixerFlow: ``blocks`` of channel mixing then patch mixing over ``patch_size`` patches."""
+
+    kind: str = "mixerflow"
     patch_size: int = 4
     blocks: int = 6
     channel_hidden: int = 128  # width of the channel-mixing conditioner MLPs
     patch_hidden: int = 128  # width of the patch-mixing conditioner MLPs
     hidden_layers: int = 2
-    coupling: str = "affine"
-    couplings: int = 2  # coupling layers per mixing step
-    linear: str = "lu"
+    coupling_layers: int = 2  # coupling layers in each mixing step
+    linear: str = "lu"  # lu | permutation
     shift: bool = True
     position_context: bool = False  # on in the shipped data-set configs: coherent samples
     context_features: int = 8
-    num_bins: int = 8  # rq-spline only
-    tail_bound: float = 4.0  # rq-spline only
-    alpha: float = 0.05  # logit margin
-    levels: int = 3  # glow: squeeze + steps + split, L times
-    steps_per_level: int = 8  # glow: K
-    hidden_channels: int = 128  # glow: conv conditioner width
+
+
+@dataclass
+class GlowConfig(ModelConfig):
+    """Glow: ``levels`` of squeeze, ``steps_per_level`` flow steps and a split."""
+
+    kind: str = "glow"
+    levels: int = 3
+    steps_per_level: int = 8  # K
+    hidden_channels: int = 128  # conv conditioner width
+
+
+MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"mixerflow": MixerFlowConfig, "glow": GlowConfig}
 
 
 @dataclass
@@ -104,7 +120,7 @@ class LogConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=MixerFlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -155,11 +171,37 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         raise UserError(f"unknown config key {prefix + str(unknown[0])!r}")
     kwargs = {}
     for name, value in values.items():
-        if dataclasses.is_dataclass(hints[name]):
+        if hints[name] is ModelConfig:
+            kwargs[name] = _build_model(value, f"{prefix}{name}.")
+        elif dataclasses.is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, hints[name], prefix + name)
     return cls(**kwargs)
+
+
+def _build_model(values: Any, prefix: str = "model.") -> ModelConfig:
+    """The model section as the config class of its ``kind``; another kind's key is unknown."""
+    if not isinstance(values, dict):
+        raise UserError(f"config section {prefix.rstrip('.')!r} must be a mapping")
+    kind = values.get("kind", "mixerflow")
+    if not isinstance(kind, str) or kind not in MODEL_CONFIGS:
+        kinds = ", ".join(MODEL_CONFIGS)
+        raise UserError(f"config key {prefix + 'kind'!r} must be one of {kinds}; got {kind!r}")
+    cls = MODEL_CONFIGS[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        owners = [other for other, other_cls in MODEL_CONFIGS.items()
+                  if key in {f.name for f in dataclasses.fields(other_cls)}]
+        if key not in names and owners:
+            raise UserError(f"config key {prefix + key!r} belongs to model.kind "
+                            f"{' / '.join(owners)}, not {kind}")
+    return _build(cls, values, prefix)
+
+
+def model_config_from_dict(values: dict) -> ModelConfig:
+    """A model section (``dataclasses.asdict`` of one, or YAML) as its kind's config class."""
+    return _build_model(values)
 
 
 def _apply_override(tree: dict, override: str) -> None:
@@ -201,6 +243,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return cfg
 
 
+def load_configs(paths: list, overrides: list[str] = ()) -> list[Config]:
+    """Several configs under the same overrides (compare, bench, campaign). A ``model.KEY``
+    override goes to the configs whose model kind has ``KEY``; one that fits none of them is
+    an error."""
+    model_keys = {o.partition("=")[0] for o in overrides if o.startswith("model.")}
+    configs = []
+    for path in paths:
+        kind = load_config(path, [o for o in overrides if o.startswith("model.kind=")]).model.kind
+        own = {f"model.{f.name}" for f in dataclasses.fields(MODEL_CONFIGS[kind])}
+        configs.append(load_config(path, [o for o in overrides if not o.startswith("model.")
+                                          or o.partition("=")[0] in own]))
+    used = {f"model.{f.name}" for cfg in configs for f in dataclasses.fields(cfg.model)}
+    known = {f"model.{f.name}" for cls in MODEL_CONFIGS.values() for f in dataclasses.fields(cls)}
+    for key in sorted(model_keys - used):
+        if key not in known:
+            raise UserError(f"unknown config key {key!r}")
+        kinds = " and ".join(sorted({cfg.model.kind for cfg in configs}))
+        raise UserError(f"config key {key!r} fits none of the models here ({kinds})")
+    return configs
+
+
 def _absolute_data_paths(data: DataConfig) -> None:
     """Data paths as absolute paths, so a run's checkpoint finds its data from anywhere."""
     kind, sep, path = data.name.partition(":")
@@ -238,15 +301,19 @@ def validate(cfg: Config) -> None:
     validate_data_name(d.name)
     _require(d.val_size is None or d.val_size >= 1, "data.val_size", "must be at least 1")
     _require(d.image_size is None or d.image_size >= 2, "data.image_size", "must be at least 2")
-    _choice(m.kind, "model.kind", MODEL_KINDS)
     _choice(m.coupling, "model.coupling", COUPLINGS)
-    _choice(m.linear, "model.linear", LINEAR_MAPS)
-    for key in ("patch_size", "blocks", "channel_hidden", "patch_hidden", "couplings",
-                "context_features", "num_bins", "levels", "steps_per_level", "hidden_channels"):
-        _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
-    _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
+    _require(m.num_bins >= 1, "model.num_bins", "must be at least 1")
     _require(m.tail_bound > 0, "model.tail_bound", "must be positive")
     _require(0 <= m.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
+    if isinstance(m, MixerFlowConfig):
+        _choice(m.linear, "model.linear", LINEAR_MAPS)
+        counts = ("patch_size", "blocks", "channel_hidden", "patch_hidden", "coupling_layers",
+                  "context_features")
+        _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
+    else:
+        counts = ("levels", "steps_per_level", "hidden_channels")
+    for key in counts:
+        _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every",
                 "checkpoint_every"):
         _require(getattr(t, key) >= 1, f"train.{key}", "must be at least 1")

@@ -18,7 +18,7 @@ CONFIGS = [
     ((3, 4, 4), ["model.patch_size=2", "model.coupling=additive"]),
     ((1, 4, 4), ["model.patch_size=2", "model.coupling=rq-spline"]),
     ((3, 4, 4), ["model.patch_size=2", "model.coupling=rq-spline", "model.linear=permutation"]),
-    ((1, 4, 4), ["model.patch_size=2", "model.shift=false", "model.couplings=3"]),
+    ((1, 4, 4), ["model.patch_size=2", "model.shift=false", "model.coupling_layers=3"]),
     ((1, 4, 4), ["model.patch_size=2", "model.position_context=true"]),
     ((3, 8, 8), ["model.patch_size=4", "model.position_context=true"]),
 ]

@@ -74,7 +74,7 @@ def test_fresh_coupling_is_the_identity(kind):
 @pytest.mark.parametrize("linear", ["lu", "permutation"])
 @pytest.mark.parametrize("kind", COUPLINGS)
 def test_flow_step_invertible_and_exact(linear, kind):
-    step = flow_step(6, coupling=kind, couplings=3, hidden_features=8, linear=linear, num_bins=4)
+    step = flow_step(6, coupling=kind, coupling_layers=3, hidden_features=8, linear=linear, num_bins=4)
     step.eval()  # ActNorm stays uninitialised (its data-dependent init runs in training)
     perturb(step)
     inputs = torch.randn(4, 6)
@@ -84,7 +84,7 @@ def test_flow_step_invertible_and_exact(linear, kind):
 
 @pytest.mark.parametrize("context_features", [0, 2])
 def test_rowwise_applies_one_transform_to_every_row(context_features):
-    step = perturb(flow_step(5, coupling="affine", couplings=2, hidden_features=8,
+    step = perturb(flow_step(5, coupling="affine", coupling_layers=2, hidden_features=8,
                              context_features=context_features)).eval()
     rowwise = perturb(RowWise(step, num_rows=3, context_features=context_features), seed=1)
     inputs = torch.randn(2, 3, 5)
@@ -109,7 +109,7 @@ def test_composite_of_reshapes_round_trips_an_image():
 @pytest.mark.parametrize("kind", COUPLINGS)
 @pytest.mark.parametrize("features", [6, 7])  # equal halves (an interleave) and unequal ones
 def test_fused_step_equals_the_nflows_composite_of_its_modules(kind, linear, features):
-    step = perturb(flow_step(features, coupling=kind, couplings=3, hidden_features=8,
+    step = perturb(flow_step(features, coupling=kind, coupling_layers=3, hidden_features=8,
                              linear=linear, num_bins=4, context_features=2)).eval()
     inputs, context = torch.randn(5, features), torch.randn(5, 2)
     outputs, logdet = step(inputs, context)
@@ -133,7 +133,7 @@ def test_fused_glow_step_equals_the_nflows_composite_of_its_modules(kind, even):
 
 def test_fused_rows_equal_the_step_on_each_row_with_its_context():
     """(B, R, L) rows with an (R, ctx) context broadcast: the same as (N, L) row by row."""
-    step = perturb(flow_step(5, coupling="affine", couplings=2, hidden_features=8,
+    step = perturb(flow_step(5, coupling="affine", coupling_layers=2, hidden_features=8,
                              context_features=3)).eval()
     rows, table = torch.randn(2, 4, 5), torch.randn(4, 3)
     outputs, logdet = step(rows, table)
@@ -143,7 +143,7 @@ def test_fused_rows_equal_the_step_on_each_row_with_its_context():
 
 
 def test_actnorm_initialises_from_the_first_training_batch_only():
-    step = flow_step(4, coupling="affine", couplings=2, hidden_features=8)
+    step = flow_step(4, coupling="affine", coupling_layers=2, hidden_features=8)
     rows = 3 + 2 * torch.randn(64, 10, 4)
     outputs, _ = step(rows)  # training mode: ActNorm sets itself from these rows
     mixed = outputs.reshape(-1, 4)  # identity couplings and LU at init: ActNorm's output

@@ -163,26 +163,3 @@ def check_model_fits(model_cfg, image_shape: tuple[int, int, int], device: torch
             f"{needed / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
             f"{free / 2**30:.1f} GiB free; lower model.blocks / steps_per_level or the widths"
         )
-
-
-def match_glow_width(model_cfg, image_shape: tuple[int, int, int], num_params: int):
-    """A copy of Glow config ``model_cfg`` whose ``hidden_channels`` gives the parameter
-    count closest to ``num_params`` (levels, steps and coupling unchanged)."""
-
-    def params(width: int) -> int:
-        cfg = dataclasses.replace(model_cfg, hidden_channels=width)
-        return count_parameters(Glow.from_config(cfg, image_shape))
-
-    if params(1) > num_params:
-        raise UserError(
-            f"even a Glow of width 1 has more than {num_params:,} parameters; "
-            "lower model.levels or model.steps_per_level"
-        )
-    low, high = 1, 2  # params(low) <= target; grow high until params(high) > target
-    while params(high) <= num_params:
-        low, high = high, 2 * high
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if params(middle) <= num_params else (low, middle)
-    best = min((low, high), key=lambda width: abs(params(width) - num_params))
-    return dataclasses.replace(model_cfg, hidden_channels=best)

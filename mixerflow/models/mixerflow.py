@@ -124,7 +124,7 @@ class MixerFlow(Transform):
         context = cfg.context_features if cfg.position_context else 0
         common = dict(
             coupling=cfg.coupling,
-            couplings=cfg.couplings,
+            coupling_layers=cfg.coupling_layers,
             hidden_layers=cfg.hidden_layers,
             linear=cfg.linear,
             context_features=context,

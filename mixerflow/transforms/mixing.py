@@ -66,7 +66,7 @@ def flow_step(
     features: int,
     *,
     coupling: str,
-    couplings: int,
+    coupling_layers: int,
     hidden_features: int,
     hidden_layers: int = 2,
     linear: str = "lu",
@@ -74,7 +74,8 @@ def flow_step(
     num_bins: int = 8,
     tail_bound: float = 4.0,
 ) -> FlowStep:
-    """ActNorm -> LU linear map (or fixed permutation) -> ``couplings`` complementary couplings.
+    """ActNorm -> LU linear map (or fixed permutation) -> ``coupling_layers`` complementary
+    couplings.
 
     Acts on the last dimension of ``(..., features)`` (e.g. ``(N, features)`` or rows
     ``(B, R, features)``).
@@ -96,6 +97,6 @@ def flow_step(
             num_bins=num_bins,
             tail_bound=tail_bound,
         )
-        for i in range(couplings)
+        for i in range(coupling_layers)
     ]
     return FlowStep(ActNorm(features), mixer, layers)
