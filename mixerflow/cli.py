@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mixerflow.checkpoint import load_checkpoint
 from mixerflow.config import PRECISIONS, load_config, load_configs
@@ -214,20 +213,15 @@ def _sample(args: argparse.Namespace) -> None:
         print(f"{args.n} samples at temperature {temperature:g} -> {path}{shown} "
               f"({args.n / seconds:.0f} samples/s)")
     if args.reconstruct:
-        images = test.images[: args.reconstruct]
-        restored = sampling.reconstruct(flow, images, args.batch_size)
-        error = (restored.int() - images.int()).abs().max().item()
         path = out.with_name(f"{out.stem}_reconstruct.png")
-        shown = min(8, len(images))  # originals above their reconstructions
-        sampling.save_grid(torch.cat([images[:shown], restored[:shown]]), flow.num_levels, path,
-                           nrow=shown)
-        print(f"reconstruction of {len(images)} test images: max pixel error {error} -> {path}")
+        error = sampling.save_reconstructions(flow, test.images[: args.reconstruct],
+                                              args.batch_size, path)
+        print(f"reconstruction of {args.reconstruct} test images: max pixel error {error} "
+              f"-> {path}")
     if args.interpolate:
-        rows = [sampling.interpolate(flow, test.images[2 * row], test.images[2 * row + 1],
-                                     args.interpolation_steps)
-                for row in range(args.interpolate)]
         path = out.with_name(f"{out.stem}_interpolate.png")
-        sampling.save_grid(torch.cat(rows), flow.num_levels, path, nrow=args.interpolation_steps)
+        sampling.save_interpolations(flow, test.images, args.interpolate,
+                                     args.interpolation_steps, path)
         print(f"{args.interpolate} latent interpolations between test images -> {path}")
 
 

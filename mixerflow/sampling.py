@@ -71,3 +71,20 @@ def interpolate(flow, first: torch.Tensor, second: torch.Tensor, steps: int) -> 
     ``second`` (each ``(C, H, W)``); the ends are the two images themselves."""
     latents = flow.encode(torch.stack([first, second]).to(next(flow.parameters()).device))
     return flow.decode(slerp(latents[0], latents[1], steps)).cpu()
+
+
+def save_reconstructions(flow, images: torch.Tensor, batch_size: int, path: Path,
+                         shown: int = 8) -> int:
+    """Encode and decode ``images`` ``(N, C, H, W)``; save the first ``shown`` above their
+    reconstructions at ``path``; return the largest pixel error (0 for an exact flow)."""
+    restored = reconstruct(flow, images, batch_size)
+    shown = min(shown, len(images))
+    save_grid(torch.cat([images[:shown], restored[:shown]]), flow.num_levels, path, nrow=shown)
+    return int((restored.int() - images.int()).abs().max().item())
+
+
+def save_interpolations(flow, images: torch.Tensor, rows: int, steps: int, path: Path) -> None:
+    """``rows`` latent slerps of ``steps`` images each, row ``r`` from ``images[2r]`` to
+    ``images[2r + 1]``, saved as one grid at ``path``."""
+    grid = [interpolate(flow, images[2 * row], images[2 * row + 1], steps) for row in range(rows)]
+    save_grid(torch.cat(grid), flow.num_levels, path, nrow=steps)
