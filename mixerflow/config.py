@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from mixerflow.errors import UserError
-from mixerflow.transforms.coupling import COUPLINGS
+from mixerflow.transforms.coupling import CONDITIONERS, COUPLINGS
 from mixerflow.transforms.mixing import LINEAR_MAPS
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64")
@@ -65,6 +65,8 @@ class MixerFlowConfig(ModelConfig):
     patch_hidden: int = 128  # width of the patch-mixing conditioner MLPs
     hidden_layers: int = 2
     coupling_layers: int = 2  # coupling layers in each mixing step
+    conditioner: str = "mlp"  # mlp | kan (Kolmogorov-Arnold network)
+    kan_grid: int = 5  # kan: spline intervals on each edge
     linear: str = "lu"  # lu | permutation
     shift: bool = True
     position_context: bool = False  # on in the shipped data-set configs: coherent samples
@@ -307,8 +309,9 @@ def validate(cfg: Config) -> None:
     _require(0 <= m.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
     if isinstance(m, MixerFlowConfig):
         _choice(m.linear, "model.linear", LINEAR_MAPS)
+        _choice(m.conditioner, "model.conditioner", CONDITIONERS)
         counts = ("patch_size", "blocks", "channel_hidden", "patch_hidden", "coupling_layers",
-                  "context_features")
+                  "context_features", "kan_grid")
         _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
     else:
         counts = ("levels", "steps_per_level", "hidden_channels")

@@ -21,6 +21,9 @@ CONFIGS = [
     ((1, 4, 4), ["model.patch_size=2", "model.shift=false", "model.coupling_layers=3"]),
     ((1, 4, 4), ["model.patch_size=2", "model.position_context=true"]),
     ((3, 8, 8), ["model.patch_size=4", "model.position_context=true"]),
+    ((1, 4, 4), ["model.patch_size=2", "model.conditioner=kan"]),
+    ((3, 4, 4), ["model.patch_size=2", "model.conditioner=kan", "model.coupling=rq-spline",
+                 "model.position_context=true", "model.kan_grid=3"]),
 ]
 
 
@@ -45,8 +48,9 @@ def test_encode_decode_gives_the_images_back(image_shape, overrides):
     assert torch.equal(flow.decode(flow.encode(images)), images)
 
 
-def test_fresh_mixerflow_is_the_identity():
-    cfg = load_config(None, TINY + ["model.patch_size=2"])
+@pytest.mark.parametrize("conditioner", ["mlp", "kan"])
+def test_fresh_mixerflow_is_the_identity(conditioner):
+    cfg = load_config(None, TINY + ["model.patch_size=2", f"model.conditioner={conditioner}"])
     transform = MixerFlow.from_config(cfg.model, (3, 4, 4)).eval()
     y = torch.randn(2, 3, 4, 4)
     z, logdet = transform(y)

@@ -74,7 +74,8 @@ def test_fresh_coupling_is_the_identity(kind):
 @pytest.mark.parametrize("linear", ["lu", "permutation"])
 @pytest.mark.parametrize("kind", COUPLINGS)
 def test_flow_step_invertible_and_exact(linear, kind):
-    step = flow_step(6, coupling=kind, coupling_layers=3, hidden_features=8, linear=linear, num_bins=4)
+    step = flow_step(6, coupling=kind, coupling_layers=3, hidden_features=8, linear=linear,
+                     num_bins=4)
     step.eval()  # ActNorm stays uninitialised (its data-dependent init runs in training)
     perturb(step)
     inputs = torch.randn(4, 6)

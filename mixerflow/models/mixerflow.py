@@ -130,6 +130,8 @@ class MixerFlow(Transform):
             context_features=context,
             num_bins=cfg.num_bins,
             tail_bound=cfg.tail_bound,
+            conditioner=cfg.conditioner,
+            kan_grid=cfg.kan_grid,
         )
         blocks = [
             MixerBlock(

@@ -1,4 +1,5 @@
-"""Coupling layers (affine | additive | rq-spline) and their MLP conditioner.
+"""Coupling layers (affine | additive | rq-spline) and their MLP conditioner (or KAN:
+:mod:`mixerflow.transforms.kan`).
 
 Every conditioner ends in a zero-initialised layer, so a fresh coupling is the
 identity map (for rq-spline the bias also sets interior derivatives to 1).
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 COUPLINGS = ("affine", "additive", "rq-spline")
+CONDITIONERS = ("mlp", "kan")
 
 
 class MLPConditioner(nn.Module):
@@ -139,17 +141,27 @@ def make_coupling(
     context_features: int = 0,
     num_bins: int = 8,
     tail_bound: float = 4.0,
+    conditioner: str = "mlp",
+    kan_grid: int = 5,
 ) -> Transform:
-    """One coupling layer with an MLP conditioner over ``(N, features)`` rows."""
+    """One coupling layer over ``(N, features)`` rows with an MLP or a KAN conditioner
+    (``kan_grid``: the KAN's spline intervals)."""
     if features < 2:
         raise ValueError(f"a coupling needs at least 2 features, got {features}")
+    if conditioner not in CONDITIONERS:
+        raise ValueError(f"unknown conditioner {conditioner!r}; choose one of "
+                         f"{', '.join(CONDITIONERS)}")
+    from mixerflow.transforms.kan import KANConditioner  # kan.py builds on this module
 
-    def conditioner(in_features: int, out_features: int) -> MLPConditioner:
+    def network(in_features: int, out_features: int) -> nn.Module:
+        if conditioner == "kan":
+            return KANConditioner(in_features, out_features, hidden_features, hidden_layers,
+                                  context_features, kan_grid)
         return MLPConditioner(
             in_features, out_features, hidden_features, hidden_layers, context_features
         )
 
-    return coupling_layer(kind, alternating_mask(features, even), conditioner, num_bins, tail_bound)
+    return coupling_layer(kind, alternating_mask(features, even), network, num_bins, tail_bound)
 
 
 def _spline_identity_init(coupling: Transform, num_bins: int) -> None:

@@ -73,6 +73,8 @@ def flow_step(
     context_features: int = 0,
     num_bins: int = 8,
     tail_bound: float = 4.0,
+    conditioner: str = "mlp",
+    kan_grid: int = 5,
 ) -> FlowStep:
     """ActNorm -> LU linear map (or fixed permutation) -> ``coupling_layers`` complementary
     couplings.
@@ -96,6 +98,8 @@ def flow_step(
             context_features=context_features,
             num_bins=num_bins,
             tail_bound=tail_bound,
+            conditioner=conditioner,
+            kan_grid=kan_grid,
         )
         for i in range(coupling_layers)
     ]
