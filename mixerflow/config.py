@@ -21,6 +21,7 @@ from mixerflow.transforms.mixing import LINEAR_MAPS
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16")
+CHANNEL_MIXINGS = ("coupling", "maf")
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -65,6 +66,7 @@ class MixerFlowConfig(ModelConfig):
     patch_hidden: int = 128  # width of the patch-mixing conditioner MLPs
     hidden_layers: int = 2
     coupling_layers: int = 2  # coupling layers in each mixing step
+    channel_mixing: str = "coupling"  # coupling | maf (masked autoregressive flow)
     conditioner: str = "mlp"  # mlp | kan (Kolmogorov-Arnold network)
     kan_grid: int = 5  # kan: spline intervals on each edge
     linear: str = "lu"  # lu | permutation
@@ -310,6 +312,7 @@ def validate(cfg: Config) -> None:
     if isinstance(m, MixerFlowConfig):
         _choice(m.linear, "model.linear", LINEAR_MAPS)
         _choice(m.conditioner, "model.conditioner", CONDITIONERS)
+        _choice(m.channel_mixing, "model.channel_mixing", CHANNEL_MIXINGS)
         counts = ("patch_size", "blocks", "channel_hidden", "patch_hidden", "coupling_layers",
                   "context_features", "kan_grid")
         _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")

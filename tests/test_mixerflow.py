@@ -1,8 +1,10 @@
 import pytest
 import torch
 from nflows.transforms.base import CompositeTransform, InverseTransform
+from test_training import SMALL, untrained_test_bpd
 
 from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
+from mixerflow import train
 from mixerflow.config import load_config
 from mixerflow.errors import UserError
 from mixerflow.models import MixerFlow, build_model
@@ -24,6 +26,9 @@ CONFIGS = [
     ((1, 4, 4), ["model.patch_size=2", "model.conditioner=kan"]),
     ((3, 4, 4), ["model.patch_size=2", "model.conditioner=kan", "model.coupling=rq-spline",
                  "model.position_context=true", "model.kan_grid=3"]),
+    ((1, 4, 4), ["model.patch_size=2", "model.channel_mixing=maf"]),
+    ((3, 4, 4), ["model.patch_size=2", "model.channel_mixing=maf", "model.position_context=true",
+                 "model.linear=permutation"]),
 ]
 
 
@@ -41,16 +46,17 @@ def test_mixerflow_invertible_with_exact_logdet(image_shape, overrides):
     assert_logdet_matches_jacobian(flow.transform, y[:2], rtol=1e-4)
 
 
-@pytest.mark.parametrize("image_shape, overrides", CONFIGS[:3])
+@pytest.mark.parametrize("image_shape, overrides", [*CONFIGS[:3], CONFIGS[-2]])  # + MAF
 def test_encode_decode_gives_the_images_back(image_shape, overrides):
     flow = tiny_flow(image_shape, overrides)
     images = torch.randint(0, 256, (4, *image_shape), dtype=torch.uint8)
     assert torch.equal(flow.decode(flow.encode(images)), images)
 
 
-@pytest.mark.parametrize("conditioner", ["mlp", "kan"])
-def test_fresh_mixerflow_is_the_identity(conditioner):
-    cfg = load_config(None, TINY + ["model.patch_size=2", f"model.conditioner={conditioner}"])
+@pytest.mark.parametrize("variant", ["model.conditioner=mlp", "model.conditioner=kan",
+                                     "model.channel_mixing=maf"])
+def test_fresh_mixerflow_is_the_identity(variant):
+    cfg = load_config(None, TINY + ["model.patch_size=2", variant])
     transform = MixerFlow.from_config(cfg.model, (3, 4, 4)).eval()
     y = torch.randn(2, 3, 4, 4)
     z, logdet = transform(y)
@@ -113,3 +119,12 @@ def test_bad_patch_sizes_are_named(image_shape, patch_size, message):
     cfg = load_config(None, [f"model.patch_size={patch_size}"])
     with pytest.raises(UserError, match=message):
         build_model(cfg.model, image_shape, 256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["model.conditioner=kan", "model.channel_mixing=maf"])
+def test_a_variant_learns_the_digits(tmp_path, variant):
+    overrides = [*SMALL, variant, f"log.out_dir={tmp_path}", "train.steps=150"]
+    start = untrained_test_bpd(load_config(None, overrides))
+    result = train(load_config(None, overrides), show_progress=False)
+    assert result["test_bpd"] < start - 0.2  # from 2.94: kan 2.60, maf 2.61 when written

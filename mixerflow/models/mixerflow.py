@@ -15,6 +15,7 @@ from nflows.transforms.base import Transform
 from torch import nn
 
 from mixerflow.errors import UserError
+from mixerflow.transforms.autoregressive import maf_step
 from mixerflow.transforms.mixing import RowWise, flow_step
 from mixerflow.transforms.patches import Patchify, Shift
 
@@ -133,12 +134,18 @@ class MixerFlow(Transform):
             conditioner=cfg.conditioner,
             kan_grid=cfg.kan_grid,
         )
+
+        def channel_step() -> Transform:
+            if cfg.channel_mixing == "maf":
+                return maf_step(patchify.patch_dim, hidden_features=cfg.channel_hidden,
+                                hidden_layers=cfg.hidden_layers, linear=cfg.linear,
+                                context_features=context)
+            return flow_step(patchify.patch_dim, hidden_features=cfg.channel_hidden, **common)
+
         blocks = [
             MixerBlock(
                 patchify,
-                channel_mixing=RowWise(flow_step(
-                    patchify.patch_dim, hidden_features=cfg.channel_hidden, **common
-                ), patchify.num_patches, context),
+                channel_mixing=RowWise(channel_step(), patchify.num_patches, context),
                 patch_mixing=RowWise(flow_step(
                     patchify.num_patches, hidden_features=cfg.patch_hidden, **common
                 ), patchify.patch_dim, context),
