@@ -104,7 +104,7 @@ def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[Ima
     except UserError as err:
         raise UserError(f"checkpoint {str(path)!r} holds a config that does not load: "
                         f"{err}") from None
-    flow = build_model(cfg.model, tuple(shape), levels)
+    flow = build_model(cfg.model, tuple(shape), levels, cfg.data.permute_pixels)
     state = payload["model"]
     if cfg.model.kind == "mixerflow" and isinstance(state, dict):
         state = upgrade_state_dict(state)  # checkpoints from before MixerBlock had names

@@ -42,6 +42,7 @@ class DataConfig:
     # of train, at most 5000
     download: bool = False  # torchvision data sets only; never implicit
     image_size: int | None = None  # folder:DIR only: resize to this square size
+    permute_pixels: int | None = None  # seed of one fixed pixel permutation for every image
 
 
 @dataclass
@@ -305,6 +306,8 @@ def validate(cfg: Config) -> None:
     validate_data_name(d.name)
     _require(d.val_size is None or d.val_size >= 1, "data.val_size", "must be at least 1")
     _require(d.image_size is None or d.image_size >= 2, "data.image_size", "must be at least 2")
+    _require(d.permute_pixels is None or d.permute_pixels >= 0, "data.permute_pixels",
+             "must be a seed of at least 0")
     _choice(m.coupling, "model.coupling", COUPLINGS)
     _require(m.num_bins >= 1, "model.num_bins", "must be at least 1")
     _require(m.tail_bound > 0, "model.tail_bound", "must be positive")

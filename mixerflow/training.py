@@ -143,7 +143,8 @@ def _start_or_resume(cfg: Config, resume: bool, ckpt_path: Path, splits, world: 
         flow.to(device)
     else:  # every rank initialises from the same images; DDP then broadcasts rank 0's
         check_model_fits(cfg.model, splits.image_shape, device)
-        flow = build_model(cfg.model, splits.image_shape, splits.num_levels).to(device)
+        flow = build_model(cfg.model, splits.image_shape, splits.num_levels,
+                           cfg.data.permute_pixels).to(device)
         initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
     t = cfg.train
     optimizer = make_optimizer(flow, t.lr, t.weight_decay)

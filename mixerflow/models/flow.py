@@ -12,6 +12,7 @@ from mixerflow.errors import UserError
 from mixerflow.models.glow import Glow
 from mixerflow.models.mixerflow import MixerFlow
 from mixerflow.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
+from mixerflow.transforms.patches import PermutePixels
 
 
 class ImageFlow(nn.Module):
@@ -27,11 +28,15 @@ class ImageFlow(nn.Module):
         image_shape: tuple[int, int, int],
         num_levels: int,
         alpha: float = 0.05,
+        permute_pixels: int | None = None,
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.num_levels = num_levels
-        self.preprocess = CompositeTransform([ScaleToUnit(num_levels), Logit(alpha)])
+        steps = [ScaleToUnit(num_levels), Logit(alpha)]
+        if permute_pixels is not None:  # the model sees permuted images; samples come back
+            steps.append(PermutePixels(self.image_shape, permute_pixels))  # un-permuted
+        self.preprocess = CompositeTransform(steps)
         self.transform = transform
         self.base = StandardNormal(self.image_shape)
 
@@ -112,15 +117,18 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build_model(model_cfg, image_shape: tuple[int, int, int], num_levels: int) -> ImageFlow:
-    """Build the ImageFlow that ``model_cfg`` (a :class:`~mixerflow.config.ModelConfig`) names."""
+def build_model(model_cfg, image_shape: tuple[int, int, int], num_levels: int,
+                permute_pixels: int | None = None) -> ImageFlow:
+    """Build the ImageFlow that ``model_cfg`` (a :class:`~mixerflow.config.ModelConfig`) names;
+    ``permute_pixels``: the seed of a fixed pixel permutation (``data.permute_pixels``)."""
     if model_cfg.kind == "mixerflow":
         transform = MixerFlow.from_config(model_cfg, image_shape)
     elif model_cfg.kind == "glow":
         transform = Glow.from_config(model_cfg, image_shape)
     else:
         raise ValueError(f"unknown model kind {model_cfg.kind!r}")
-    return ImageFlow(transform, image_shape, num_levels, alpha=model_cfg.alpha)
+    return ImageFlow(transform, image_shape, num_levels, alpha=model_cfg.alpha,
+                     permute_pixels=permute_pixels)
 
 
 TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments

@@ -2,12 +2,13 @@
 
 from mixerflow.transforms.coupling import BoundedAffineCoupling, MLPConditioner, make_coupling
 from mixerflow.transforms.mixing import RowWise, flow_step
-from mixerflow.transforms.patches import Patchify, Shift, Transpose
+from mixerflow.transforms.patches import Patchify, PermutePixels, Shift, Transpose
 
 __all__ = [
     "BoundedAffineCoupling",
     "MLPConditioner",
     "Patchify",
+    "PermutePixels",
     "RowWise",
     "Shift",
     "Transpose",

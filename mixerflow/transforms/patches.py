@@ -1,4 +1,5 @@
-"""Volume-preserving reshapes: image <-> patches, cyclic shift, transpose (log-det 0)."""
+"""Volume-preserving reshapes: image <-> patches, cyclic shift, transpose, a fixed pixel
+permutation (log-det 0)."""
 
 import torch
 from nflows.transforms.base import Transform
@@ -81,3 +82,30 @@ class Transpose(Transform):
 
     def inverse(self, inputs, context=None):
         return inputs.transpose(1, 2), _zero_logdet(inputs)
+
+
+class PermutePixels(Transform):
+    """One fixed random permutation of the ``H·W`` pixel positions of ``(B, C, H, W)``
+    images, the same for every channel and image, drawn from ``seed``. It destroys
+    locality: the permutation-robustness experiment (``data.permute_pixels``)."""
+
+    def __init__(self, image_shape: tuple[int, int, int], seed: int):
+        super().__init__()
+        self.image_shape, self.seed = tuple(image_shape), seed
+        positions = image_shape[1] * image_shape[2]
+        order = torch.randperm(positions, generator=torch.Generator().manual_seed(seed))
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"seed={self.seed}"
+
+    def _gather(self, inputs: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        flat = inputs.flatten(2)  # (B, C, H·W)
+        return flat[:, :, order].reshape(inputs.shape)
+
+    def forward(self, inputs, context=None):
+        return self._gather(inputs, self.order), _zero_logdet(inputs)
+
+    def inverse(self, inputs, context=None):
+        return self._gather(inputs, self.inverse_order), _zero_logdet(inputs)
