@@ -186,7 +186,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 
 
 def _build_model(values: Any, prefix: str = "model.") -> ModelConfig:
-    """The model section as the config class of its ``kind``; another kind's key is unknown."""
+    """The model section as the config class of its ``kind``; a key of another kind is an
+    error that names the kind it belongs to."""
     if not isinstance(values, dict):
         raise UserError(f"config section {prefix.rstrip('.')!r} must be a mapping")
     kind = values.get("kind", "mixerflow")
