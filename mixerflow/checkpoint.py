@@ -1,6 +1,5 @@
 """Checkpoints: a dict of tensors and plain values, written atomically, read weights-only."""
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -9,7 +8,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from mixerflow.config import MODEL_CONFIGS, Config, config_from_dict
+from mixerflow.config import MODEL_CONFIGS, Config, config_from_dict, model_keys
 from mixerflow.errors import UserError
 from mixerflow.models.flow import ImageFlow, build_model
 from mixerflow.models.mixerflow import upgrade_state_dict
@@ -125,12 +124,10 @@ def upgrade_config_dict(tree: Any) -> Any:
     model = dict(tree["model"])
     if "couplings" in model and "coupling_layers" not in model:
         model["coupling_layers"] = model.pop("couplings")
-    kind_cls = MODEL_CONFIGS.get(model.get("kind")) if isinstance(model.get("kind"), str) \
-        else None
-    if kind_cls is not None:  # the other kinds' keys were never read
-        own = {f.name for f in dataclasses.fields(kind_cls)}
-        other = {f.name for cls in MODEL_CONFIGS.values() for f in dataclasses.fields(cls)}
-        model = {k: v for k, v in model.items() if k in own or k not in other}
+    kind = model.get("kind")
+    if isinstance(kind, str) and kind in MODEL_CONFIGS:  # other kinds' keys were never read
+        own, every = model_keys(kind), model_keys()
+        model = {k: v for k, v in model.items() if k in own or k not in every}
     return {**tree, "model": model}
 
 

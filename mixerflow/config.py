@@ -89,6 +89,12 @@ class GlowConfig(ModelConfig):
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"mixerflow": MixerFlowConfig, "glow": GlowConfig}
 
 
+def model_keys(kind: str | None = None) -> set[str]:
+    """The model-section keys of ``kind`` (None: of every kind)."""
+    kinds = MODEL_CONFIGS if kind is None else [kind]
+    return {f.name for name in kinds for f in dataclasses.fields(MODEL_CONFIGS[name])}
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1000
@@ -194,15 +200,13 @@ def _build_model(values: Any, prefix: str = "model.") -> ModelConfig:
     if not isinstance(kind, str) or kind not in MODEL_CONFIGS:
         kinds = ", ".join(MODEL_CONFIGS)
         raise UserError(f"config key {prefix + 'kind'!r} must be one of {kinds}; got {kind!r}")
-    cls = MODEL_CONFIGS[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
+    own = model_keys(kind)
     for key in values:
-        owners = [other for other, other_cls in MODEL_CONFIGS.items()
-                  if key in {f.name for f in dataclasses.fields(other_cls)}]
-        if key not in names and owners:
+        owners = [other for other in MODEL_CONFIGS if key in model_keys(other)]
+        if key not in own and owners:
             raise UserError(f"config key {prefix + key!r} belongs to model.kind "
                             f"{' / '.join(owners)}, not {kind}")
-    return _build(cls, values, prefix)
+    return _build(MODEL_CONFIGS[kind], values, prefix)
 
 
 def model_config_from_dict(values: dict) -> ModelConfig:
@@ -253,17 +257,16 @@ def load_configs(paths: list, overrides: list[str] = ()) -> list[Config]:
     """Several configs under the same overrides (compare, bench, campaign). A ``model.KEY``
     override goes to the configs whose model kind has ``KEY``; one that fits none of them is
     an error."""
-    model_keys = {o.partition("=")[0] for o in overrides if o.startswith("model.")}
+    overridden = {o.partition("=")[0] for o in overrides if o.startswith("model.")}
     configs = []
     for path in paths:
         kind = load_config(path, [o for o in overrides if o.startswith("model.kind=")]).model.kind
-        own = {f"model.{f.name}" for f in dataclasses.fields(MODEL_CONFIGS[kind])}
+        own = {f"model.{key}" for key in model_keys(kind)}
         configs.append(load_config(path, [o for o in overrides if not o.startswith("model.")
                                           or o.partition("=")[0] in own]))
-    used = {f"model.{f.name}" for cfg in configs for f in dataclasses.fields(cfg.model)}
-    known = {f"model.{f.name}" for cls in MODEL_CONFIGS.values() for f in dataclasses.fields(cls)}
-    for key in sorted(model_keys - used):
-        if key not in known:
+    used = {f"model.{key}" for cfg in configs for key in model_keys(cfg.model.kind)}
+    for key in sorted(overridden - used):
+        if key.removeprefix("model.") not in model_keys():
             raise UserError(f"unknown config key {key!r}")
         kinds = " and ".join(sorted({cfg.model.kind for cfg in configs}))
         raise UserError(f"config key {key!r} fits none of the models here ({kinds})")

@@ -158,9 +158,11 @@ def match_glow_width(model_cfg: GlowConfig, image_shape: tuple[int, int, int],
     """A copy of Glow config ``model_cfg`` whose ``hidden_channels`` gives the parameter
     count closest to ``num_params`` (levels, steps and coupling unchanged)."""
 
+    from mixerflow.models.flow import count_parameters  # flow.py builds on this module
+
     def params(width: int) -> int:
         cfg = dataclasses.replace(model_cfg, hidden_channels=width)
-        return sum(p.numel() for p in Glow.from_config(cfg, image_shape).parameters())
+        return count_parameters(Glow.from_config(cfg, image_shape))
 
     if params(1) > num_params:
         raise UserError(

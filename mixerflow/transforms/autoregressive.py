@@ -4,13 +4,12 @@ before it (nflows' MADE as the conditioner)."""
 
 import torch
 from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
-from nflows.transforms.base import CompositeTransform, Transform
-from nflows.transforms.lu import LULinear
+from nflows.transforms.base import CompositeTransform
 from nflows.transforms.normalization import ActNorm
-from nflows.transforms.permutations import RandomPermutation
 from torch import nn
 
 from mixerflow.transforms.coupling import bounded_scale, to_float32
+from mixerflow.transforms.mixing import linear_map
 
 
 class MaskedAffineAutoregressive(MaskedAffineAutoregressiveTransform):
@@ -42,9 +41,7 @@ def maf_step(features: int, *, hidden_features: int, hidden_layers: int = 2,
              linear: str = "lu", context_features: int = 0) -> CompositeTransform:
     """ActNorm -> LU map (or fixed permutation) -> :class:`MaskedAffineAutoregressive`, on
     ``(N, features)``: the MAF counterpart of :func:`~mixerflow.transforms.mixing.flow_step`."""
-    mixer: Transform = (LULinear(features, identity_init=True) if linear == "lu"
-                        else RandomPermutation(features))
     return CompositeTransform([
-        ActNorm(features), mixer,
+        ActNorm(features), linear_map(features, linear),
         MaskedAffineAutoregressive(features, hidden_features, hidden_layers, context_features),
     ])

@@ -62,6 +62,16 @@ class RowWise(Transform):
         return self._unfold(outputs, logabsdet, inputs.shape)
 
 
+def linear_map(features: int, linear: str) -> LULinear | RandomPermutation:
+    """The step's linear map over ``features``: ``lu`` (learned, identity at start) or
+    ``permutation`` (fixed, random)."""
+    if linear == "lu":
+        return LULinear(features, identity_init=True)
+    if linear == "permutation":
+        return RandomPermutation(features)
+    raise ValueError(f"unknown linear map {linear!r}; choose one of {', '.join(LINEAR_MAPS)}")
+
+
 def flow_step(
     features: int,
     *,
@@ -82,12 +92,7 @@ def flow_step(
     Acts on the last dimension of ``(..., features)`` (e.g. ``(N, features)`` or rows
     ``(B, R, features)``).
     """
-    if linear == "lu":
-        mixer: Transform = LULinear(features, identity_init=True)
-    elif linear == "permutation":
-        mixer = RandomPermutation(features)
-    else:
-        raise ValueError(f"unknown linear map {linear!r}; choose one of {', '.join(LINEAR_MAPS)}")
+    mixer = linear_map(features, linear)  # drawn before the couplings (a permutation's seed)
     layers = [
         make_coupling(
             coupling,
