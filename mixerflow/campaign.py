@@ -58,7 +58,8 @@ def campaign_configs(data_root: str | None, smoke: bool, overrides: list[str]) -
     extra = [*(SMOKE_OVERRIDES if smoke else []), *overrides]
     if data_root:
         extra.append(f"data.root={data_root}")
-    return compare.fair_configs(*load_configs(list(CONFIGS.values()), extra))
+    return compare.fair_configs(dict(zip(CONFIGS, load_configs(list(CONFIGS.values()), extra),
+                                         strict=True)))
 
 
 def run_campaign(

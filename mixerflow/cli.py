@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from mixerflow.checkpoint import load_checkpoint
-from mixerflow.config import PRECISIONS, load_config, load_configs
+from mixerflow.config import PRECISIONS, config_names, load_config, load_configs
 from mixerflow.errors import LostPeer, UserError
 from mixerflow.step import resolve_device
+
+COMPARED = ("configs/quickstart.yaml", "configs/quickstart_glow.yaml")  # compare's default
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -38,9 +40,12 @@ def _train(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from mixerflow import compare
 
-    mixerflow_cfg, glow_cfg = load_configs([args.mixerflow, args.glow], _overrides(args))
+    paths = args.model or list(COMPARED)
+    if len(paths) < 2:
+        raise UserError("compare needs at least two --model configs")
+    named = dict(zip(config_names(paths), load_configs(paths, _overrides(args)), strict=True))
     out = _writable(Path(args.out) / "report.md").parent
-    configs = compare.fair_configs(mixerflow_cfg, glow_cfg, match_params=not args.no_match_params)
+    configs = compare.fair_configs(named, match_params=not args.no_match_params)
     configs = {name: compare.with_budget(cfg, args.minutes, args.steps)
                for name, cfg in configs.items()}
     seeds = _numbers(args.seeds, int, "--seeds")
@@ -61,7 +66,8 @@ def _bench(args: argparse.Namespace) -> None:
         shapes = [(args.channels, size, size) for size in _sizes(args.sizes)]
     else:
         shapes = [image_shape_of(configs[0].data)]
-    models = {Path(path).stem: cfg.model for path, cfg in zip(args.config, configs, strict=True)}
+    models = {name: cfg.model for name, cfg in zip(config_names(args.config), configs,
+                                                    strict=True)}
     report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
                                  args.device, precisions, args.threads, modes)
     bench.write_benchmark(report, out, args.command_line)
@@ -348,17 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.set_defaults(run=_probe)
 
     compare = commands.add_parser(
-        "compare", help="train MixerFlow and Glow on the same data and budget; write a report",
-        description="Data, training and logging settings come from the MixerFlow config; the "
-        "Glow config gives its model section, its width matched to MixerFlow's parameters.",
+        "compare", help="train several models on the same data and budget; write a report",
+        description="Data, training and logging settings come from the first --model config; "
+        "each config gives its model section, its width matched to the first's parameters.",
     )
-    compare.add_argument("--mixerflow", default="configs/quickstart.yaml", help="MixerFlow config")
-    compare.add_argument("--glow", default="configs/quickstart_glow.yaml", help="Glow config")
+    compare.add_argument("--model", action="append", metavar="CONFIG",
+                         help=f"a model's YAML config; repeat for each model (default: "
+                         f"{' and '.join(COMPARED)}); the report names it by the file's stem")
     compare.add_argument("--minutes", type=float, help="training budget per model (wall clock)")
     compare.add_argument("--steps", type=int, help="training budget per model (steps)")
     compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     compare.add_argument("--no-match-params", action="store_true",
-                         help="keep the Glow config's hidden_channels as written")
+                         help="keep every model's widths as written")
     compare.add_argument("--data-root", help="folder with local data (else $MIXERFLOW_DATA)")
     compare.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     compare.add_argument("--out", default="reports/compare", help="report folder")

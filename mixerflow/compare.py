@@ -1,5 +1,5 @@
-"""``mixerflow compare``: MixerFlow against Glow on the same data, splits, preprocessing,
-optimiser, seeds and budget, with matched parameter counts.
+"""``mixerflow compare``: any number of models on the same data, splits, preprocessing,
+optimiser, seeds and budget, their parameter counts matched to the first's.
 
 Each training runs in its own process (so peak memory is that model's alone) and keeps
 its run folder under ``OUT/runs/``: rerunning the same command resumes an interrupted
@@ -22,30 +22,26 @@ from mixerflow.checkpoint import atomic_write, atomic_write_text
 from mixerflow.config import Config
 from mixerflow.data import image_shape_of
 from mixerflow.errors import UserError
-from mixerflow.models.flow import build_model, count_parameters
-from mixerflow.models.glow import match_glow_width
+from mixerflow.models.flow import build_model, count_parameters, match_width
 
-MODELS = ("mixerflow", "glow")
 SUMMARY_KEYS = ("test_bpd", "num_params", "train_images_per_s", "sample_images_per_s",
                 "peak_memory_mb", "train_memory_mb", "wall_s", "step")
 
 
-def fair_configs(
-    mixerflow_cfg: Config, glow_cfg: Config, match_params: bool = True
-) -> dict[str, Config]:
-    """One config per model: data, training and logging from ``mixerflow_cfg``; Glow's model
-    section from ``glow_cfg``, its width matched to MixerFlow's parameter count."""
-    for cfg, kind in ((mixerflow_cfg, "mixerflow"), (glow_cfg, "glow")):
-        if cfg.model.kind != kind:
-            raise UserError(f"the {kind} config has model.kind {cfg.model.kind!r}, not {kind!r}")
-    glow_model = glow_cfg.model
-    if match_params:
-        shape = image_shape_of(mixerflow_cfg.data)
-        # the number of levels only sets the preprocessing, which has no parameters
-        target = count_parameters(build_model(mixerflow_cfg.model, shape, num_levels=256))
-        glow_model = match_glow_width(glow_model, shape, target)
-    glow = dataclasses.replace(mixerflow_cfg, model=glow_model)
-    return {"mixerflow": mixerflow_cfg, "glow": glow}
+def fair_configs(configs: dict[str, Config], match_params: bool = True) -> dict[str, Config]:
+    """One config per model: data, training and logging from the first; each model section
+    from its own config, its width matched to the first model's parameter count."""
+    first = next(iter(configs.values()))
+    shape = image_shape_of(first.data)
+    # the number of levels only sets the preprocessing, which has no parameters
+    target = count_parameters(build_model(first.model, shape, num_levels=256))
+    fair = {}
+    for index, (name, cfg) in enumerate(configs.items()):
+        model = cfg.model
+        if match_params and index > 0:
+            model = match_width(model, shape, target)
+        fair[name] = dataclasses.replace(first, model=model)
+    return fair
 
 
 def with_budget(cfg: Config, minutes: float | None, steps: int | None) -> Config:
@@ -161,9 +157,9 @@ def _memory_cell(mean: dict, device: str) -> str:
 def report_markdown(report: dict, command: str) -> str:
     budget = (f"{report['budget_minutes']:g} minutes of training per model"
               if report["budget_minutes"] else f"{report['budget_steps']} steps per model")
-    device = report["models"]["mixerflow"]["runs"][0]["device"]
+    device = next(iter(report["models"].values()))["runs"][0]["device"]
     lines = [
-        f"# MixerFlow vs Glow on {report['data']}",
+        f"# {' vs '.join(report['models'])} on {report['data']}",
         "",
         f"Command: `{command}`",
         "",

@@ -55,6 +55,13 @@ class ModelConfig:
     tail_bound: float = 4.0  # rq-spline only
     alpha: float = 0.05  # logit margin
 
+    REPEATED: typing.ClassVar[str]  # the key that counts identical blocks
+
+    def with_width(self, knob: int) -> "ModelConfig":
+        """A copy whose parameter count grows with ``knob >= 1`` (the widths that
+        :func:`~mixerflow.models.flow.match_width` tunes); depth and structure unchanged."""
+        raise NotImplementedError
+
 
 @dataclass
 class MixerFlowConfig(ModelConfig):
@@ -75,6 +82,13 @@ class MixerFlowConfig(ModelConfig):
     position_context: bool = False  # on in the shipped data-set configs: coherent samples
     context_features: int = 8
 
+    REPEATED = "blocks"
+
+    def with_width(self, knob: int) -> "MixerFlowConfig":
+        """``channel_hidden = knob``, ``patch_hidden`` scaled in proportion."""
+        patch_hidden = max(1, round(self.patch_hidden * knob / self.channel_hidden))
+        return dataclasses.replace(self, channel_hidden=knob, patch_hidden=patch_hidden)
+
 
 @dataclass
 class GlowConfig(ModelConfig):
@@ -85,8 +99,37 @@ class GlowConfig(ModelConfig):
     steps_per_level: int = 8  # K
     hidden_channels: int = 128  # conv conditioner width
 
+    REPEATED = "steps_per_level"
 
-MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"mixerflow": MixerFlowConfig, "glow": GlowConfig}
+    def with_width(self, knob: int) -> "GlowConfig":
+        """``hidden_channels = knob``."""
+        return dataclasses.replace(self, hidden_channels=knob)
+
+
+@dataclass
+class TarFlowConfig(ModelConfig):
+    """The attention flow: ``blocks`` of causal-attention autoregressive affine transforms
+    over ``patch_size`` patches, alternating direction (affine only)."""
+
+    kind: str = "tarflow"
+    patch_size: int = 4
+    blocks: int = 4
+    width: int = 128  # Transformer width (a multiple of heads)
+    mlp_width: int | None = None  # hidden width of each layer's MLP; None: 4 · width
+    attention_layers: int = 2  # Transformer layers in each block
+    heads: int = 4
+
+    REPEATED = "blocks"
+
+    def with_width(self, knob: int) -> "TarFlowConfig":
+        """``mlp_width = knob``, ``width`` the multiple of ``heads`` nearest ``knob / 4`` (a
+        fine knob: the Transformer width alone moves in steps of ``heads``)."""
+        width = self.heads * max(1, round(knob / (4 * self.heads)))
+        return dataclasses.replace(self, width=width, mlp_width=knob)
+
+
+MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
+    "mixerflow": MixerFlowConfig, "glow": GlowConfig, "tarflow": TarFlowConfig}
 
 
 def model_keys(kind: str | None = None) -> set[str]:
@@ -273,6 +316,19 @@ def load_configs(paths: list, overrides: list[str] = ()) -> list[Config]:
     return configs
 
 
+def config_names(paths: list) -> list[str]:
+    """A name per config file for reports: its stem, with ``_2``, ``_3``… where stems repeat."""
+    names: list[str] = []
+    for path in paths:
+        stem = Path(path).stem
+        name, count = stem, 1
+        while name in names:
+            count += 1
+            name = f"{stem}_{count}"
+        names.append(name)
+    return names
+
+
 def _absolute_data_paths(data: DataConfig) -> None:
     """Data paths as absolute paths, so a run's checkpoint finds its data from anywhere."""
     kind, sep, path = data.name.partition(":")
@@ -323,10 +379,19 @@ def validate(cfg: Config) -> None:
         counts = ("patch_size", "blocks", "channel_hidden", "patch_hidden", "coupling_layers",
                   "context_features", "kan_grid")
         _require(m.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
+    elif isinstance(m, TarFlowConfig):
+        _require(m.coupling == "affine", "model.coupling",
+                 f"must be affine for model.kind tarflow; got {m.coupling!r}")
+        counts = ("patch_size", "blocks", "width", "attention_layers", "heads")
     else:
         counts = ("levels", "steps_per_level", "hidden_channels")
     for key in counts:
         _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
+    if isinstance(m, TarFlowConfig):
+        _require(m.width % m.heads == 0, "model.width",
+                 f"must be a multiple of model.heads ({m.heads}); got {m.width}")
+        _require(m.mlp_width is None or m.mlp_width >= 1, "model.mlp_width",
+                 "must be at least 1")
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every",
                 "checkpoint_every"):
         _require(getattr(t, key) >= 1, f"train.{key}", "must be at least 1")

@@ -3,36 +3,46 @@
 import json
 import math
 
+import pytest
 from test_cli import ROOT
 
 from mixerflow.cli import main
+from mixerflow.config import load_config
+from mixerflow.errors import UserError
+from mixerflow.models import build_model, count_parameters, match_width
 
-CONFIGS = ["--mixerflow", str(ROOT / "configs" / "quickstart.yaml"),
-           "--glow", str(ROOT / "configs" / "quickstart_glow.yaml")]
+CONFIGS = ["--model", str(ROOT / "configs" / "quickstart.yaml"),
+           "--model", str(ROOT / "configs" / "quickstart_glow.yaml")]
 
 
-def test_compare_on_digits_writes_the_report(tmp_path):
+def test_compare_of_three_models_writes_the_report(tmp_path):
+    attention = tmp_path / "attention.yaml"
+    attention.write_text("model: {kind: tarflow, patch_size: 2, heads: 2}\n")
     out = tmp_path / "report"
-    main(["compare", *CONFIGS, "--steps", "40", "--out", str(out), "--no-progress",
-          "train.eval_every=20", "log.num_samples=4"])
-    for name in ("report.json", "report.md", "bpd_vs_time.png", "samples_mixerflow.png",
-                 "samples_glow.png"):
+    command = ["compare", *CONFIGS, "--model", str(attention), "--steps", "40", "--out",
+               str(out), "--no-progress", "train.eval_every=20", "log.num_samples=4"]
+    main(command)
+    names = ("quickstart", "quickstart_glow", "attention")
+    for name in ("report.json", "report.md", "bpd_vs_time.png",
+                 *(f"samples_{model}.png" for model in names)):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
-    mixer, glow = (report["models"][name]["runs"][0] for name in ("mixerflow", "glow"))
-    assert abs(glow["num_params"] - mixer["num_params"]) <= 0.05 * mixer["num_params"]
-    for run in (mixer, glow):
+    assert list(report["models"]) == list(names)
+    runs = [report["models"][name]["runs"][0] for name in names]
+    assert report["models"]["attention"]["model"]["kind"] == "tarflow"
+    for run in runs:
+        assert abs(run["num_params"] - runs[0]["num_params"]) <= 0.05 * runs[0]["num_params"]
         assert run["step"] == 40
         for key in ("test_bpd", "test_bpd_se", "train_images_per_s", "sample_images_per_s",
                     "peak_memory_mb", "wall_s"):
             assert math.isfinite(run[key]) and run[key] > 0, key
-    assert "| glow | " in (out / "report.md").read_text()
+    table = (out / "report.md").read_text()
+    assert all(f"| {name} | " in table for name in names)
     # A rerun reuses the finished runs instead of training again.
-    first = (out / "runs" / "glow_seed0" / "results.json").read_text()
-    main(["compare", *CONFIGS, "--steps", "40", "--out", str(out), "--no-progress",
-          "train.eval_every=20", "log.num_samples=4"])
+    first = (out / "runs" / "attention_seed0" / "results.json").read_text()
+    main(command)
     assert json.loads(first)["test_bpd"] == json.loads(
-        (out / "report.json").read_text())["models"]["glow"]["runs"][0]["test_bpd"]
+        (out / "report.json").read_text())["models"]["attention"]["runs"][0]["test_bpd"]
 
 
 def test_scaling_report_fits_an_exponent_per_model(tmp_path):
@@ -54,3 +64,27 @@ def test_bench_measures_each_config_at_its_data_shape(tmp_path):
     assert [row["name"] for row in report["rows"]] == ["quickstart", "quickstart_glow"]
     assert all(row["image_shape"] == [1, 8, 8] for row in report["rows"])
     assert all(row["ms_per_image"] > 0 for row in report["rows"])
+
+
+@pytest.mark.parametrize("overrides, image_shape, target", [
+    (["model.kind=glow", "model.levels=2", "model.steps_per_level=4"], (1, 8, 8), 84_432),
+    (["model.kind=glow", "model.levels=2", "model.steps_per_level=8"], (1, 28, 28), 567_012),
+    (["model.kind=glow", "model.levels=3", "model.steps_per_level=4"], (3, 32, 32), 2_000_000),
+    (["model.conditioner=kan", "model.patch_hidden=64"], (1, 28, 28), 567_012),
+    (["model.channel_mixing=maf"], (1, 28, 28), 567_012),
+    (["model.kind=tarflow", "model.heads=8"], (1, 28, 28), 567_012),
+])
+def test_parameter_matching_lands_within_five_percent(overrides, image_shape, target):
+    cfg = load_config(None, overrides).model
+    matched = match_width(cfg, image_shape, target)
+    assert abs(count_parameters(build_model(matched, image_shape, 256)) - target) <= 0.05 * target
+    assert getattr(matched, cfg.REPEATED) == getattr(cfg, cfg.REPEATED)  # depth unchanged
+    if cfg.kind == "mixerflow":  # both widths scaled together
+        ratio = cfg.patch_hidden / cfg.channel_hidden
+        assert abs(matched.patch_hidden / matched.channel_hidden - ratio) < 0.05
+
+
+def test_parameter_matching_refuses_an_impossible_target():
+    cfg = load_config(None, ["model.kind=glow", "model.levels=2"]).model
+    with pytest.raises(UserError, match="even the narrowest glow"):
+        match_width(cfg, (3, 8, 8), 100)

@@ -11,6 +11,7 @@ from torch import nn
 from mixerflow.errors import UserError
 from mixerflow.models.glow import Glow
 from mixerflow.models.mixerflow import MixerFlow
+from mixerflow.models.tarflow import TarFlow
 from mixerflow.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
 from mixerflow.transforms.patches import PermutePixels
 
@@ -117,33 +118,52 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+TRANSFORMS = {"mixerflow": MixerFlow, "glow": Glow, "tarflow": TarFlow}  # by model.kind
+
+
 def build_model(model_cfg, image_shape: tuple[int, int, int], num_levels: int,
                 permute_pixels: int | None = None) -> ImageFlow:
     """Build the ImageFlow that ``model_cfg`` (a :class:`~mixerflow.config.ModelConfig`) names;
     ``permute_pixels``: the seed of a fixed pixel permutation (``data.permute_pixels``)."""
-    if model_cfg.kind == "mixerflow":
-        transform = MixerFlow.from_config(model_cfg, image_shape)
-    elif model_cfg.kind == "glow":
-        transform = Glow.from_config(model_cfg, image_shape)
-    else:
-        raise ValueError(f"unknown model kind {model_cfg.kind!r}")
+    transform = TRANSFORMS[model_cfg.kind].from_config(model_cfg, image_shape)
     return ImageFlow(transform, image_shape, num_levels, alpha=model_cfg.alpha,
                      permute_pixels=permute_pixels)
+
+
+def match_width(model_cfg, image_shape: tuple[int, int, int], num_params: int):
+    """A copy of ``model_cfg`` whose width (its kind's ``with_width`` knob) gives the parameter
+    count closest to ``num_params``; depth and structure unchanged."""
+
+    def params(knob: int) -> int:
+        return count_parameters(TRANSFORMS[model_cfg.kind].from_config(
+            model_cfg.with_width(knob), image_shape))
+
+    if params(1) > num_params:
+        raise UserError(
+            f"even the narrowest {model_cfg.kind} has more than {num_params:,} parameters; "
+            f"lower model.{model_cfg.REPEATED} or the depth"
+        )
+    low, high = 1, 2  # params(low) <= target; grow high until params(high) > target
+    while params(high) <= num_params:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if params(middle) <= num_params else (low, middle)
+    return model_cfg.with_width(min((low, high), key=lambda knob: abs(params(knob) - num_params)))
 
 
 TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
 
 
 def estimate_parameters(model_cfg, image_shape: tuple[int, int, int]) -> int:
-    """The parameter count of the model ``model_cfg`` describes, from a build of one block
-    (MixerFlow) or one step per level (Glow), so an absurd size costs nothing to find. The
-    global random state is left as it was (the real model's initialisation must not move)."""
+    """The parameter count of the model ``model_cfg`` describes, from a build with one of its
+    repeated blocks (``model_cfg.REPEATED``: blocks, or Glow's steps per level), so an absurd
+    size costs nothing to find. The global random state is left as it was (the real model's
+    initialisation must not move)."""
     with torch.random.fork_rng(devices=[]):
-        if model_cfg.kind == "mixerflow":
-            one = MixerFlow.from_config(dataclasses.replace(model_cfg, blocks=1), image_shape)
-            return count_parameters(one) * model_cfg.blocks
-        one = Glow.from_config(dataclasses.replace(model_cfg, steps_per_level=1), image_shape)
-        return count_parameters(one) * model_cfg.steps_per_level
+        one = dataclasses.replace(model_cfg, **{model_cfg.REPEATED: 1})
+        one_params = count_parameters(TRANSFORMS[model_cfg.kind].from_config(one, image_shape))
+        return one_params * getattr(model_cfg, model_cfg.REPEATED)
 
 
 def available_bytes(device: torch.device) -> int:

@@ -8,7 +8,6 @@ image's shape ``(B, C, H, W)``: the flat concatenation of the levels' outputs,
 level 1 first (``split_levels`` cuts them apart again).
 """
 
-import dataclasses
 import math
 
 import torch
@@ -18,9 +17,8 @@ from nflows.transforms.normalization import ActNorm
 from nflows.transforms.reshape import SqueezeTransform
 from torch import nn
 
-from mixerflow.config import GlowConfig
 from mixerflow.errors import UserError
-from mixerflow.models.mixerflow import layer_index
+from mixerflow.models.stack import layer_index
 from mixerflow.transforms.coupling import alternating_mask, coupling_layer, to_float32
 from mixerflow.transforms.flowstep import FlowStep
 
@@ -151,29 +149,3 @@ class Glow(Transform):
         if pool == "per_level":
             return torch.cat([level.mean(dim=(2, 3)) for level in levels], dim=1)
         return torch.cat([level.reshape(level.shape[0], -1) for level in levels], dim=1)
-
-
-def match_glow_width(model_cfg: GlowConfig, image_shape: tuple[int, int, int],
-                     num_params: int) -> GlowConfig:
-    """A copy of Glow config ``model_cfg`` whose ``hidden_channels`` gives the parameter
-    count closest to ``num_params`` (levels, steps and coupling unchanged)."""
-
-    from mixerflow.models.flow import count_parameters  # flow.py builds on this module
-
-    def params(width: int) -> int:
-        cfg = dataclasses.replace(model_cfg, hidden_channels=width)
-        return count_parameters(Glow.from_config(cfg, image_shape))
-
-    if params(1) > num_params:
-        raise UserError(
-            f"even a Glow of width 1 has more than {num_params:,} parameters; "
-            "lower model.levels or model.steps_per_level"
-        )
-    low, high = 1, 2  # params(low) <= target; grow high until params(high) > target
-    while params(high) <= num_params:
-        low, high = high, 2 * high
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if params(middle) <= num_params else (low, middle)
-    best = min((low, high), key=lambda width: abs(params(width) - num_params))
-    return dataclasses.replace(model_cfg, hidden_channels=best)

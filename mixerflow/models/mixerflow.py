@@ -12,9 +12,9 @@ import re
 
 import torch
 from nflows.transforms.base import Transform
-from torch import nn
 
 from mixerflow.errors import UserError
+from mixerflow.models.stack import BlockStack
 from mixerflow.transforms.autoregressive import maf_step
 from mixerflow.transforms.mixing import RowWise, flow_step
 from mixerflow.transforms.patches import Patchify, Shift
@@ -57,59 +57,8 @@ class MixerBlock(Transform):
         return self._to_images(patches), patch_logdet + channel_logdet
 
 
-POOLS = ("none", "mean_patches", "mean_channels")
-
-
-def layer_index(layer: str, prefix: str, count: int) -> int:
-    """``"z"`` -> ``count``; ``"<prefix>:k"`` -> ``k`` for 1 <= k <= count; else a UserError."""
-    if layer == "z":
-        return count
-    name, _, number = layer.partition(":")
-    if name == prefix and number.isdigit() and 1 <= int(number) <= count:
-        return int(number)
-    raise UserError(f"layer {layer!r}: choose z or {prefix}:k with k from 1 to {count}")
-
-
-class MixerFlow(Transform):
+class MixerFlow(BlockStack):
     """A stack of :class:`MixerBlock` s on ``(B, C, H, W)``; ``blocks[k]`` is block ``k``."""
-
-    def __init__(self, blocks: list[MixerBlock], patchify: Patchify):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.patchify = patchify
-
-    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        logabsdet = inputs.new_zeros(inputs.shape[0])
-        for block in self.blocks:
-            inputs, block_logdet = block(inputs)
-            logabsdet = logabsdet + block_logdet
-        return inputs, logabsdet
-
-    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        logabsdet = inputs.new_zeros(inputs.shape[0])
-        for block in reversed(self.blocks):
-            inputs, block_logdet = block.inverse(inputs)
-            logabsdet = logabsdet + block_logdet
-        return inputs, logabsdet
-
-    def compile_regions(self) -> list[MixerBlock]:
-        """The modules to compile one by one: the blocks (two structures: shifted or not)."""
-        return list(self.blocks)
-
-    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
-        """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the state after block
-        ``k`` (``layer="block:k"``; ``"z"`` is the last block's output, the latent), flat
-        (``none``: F = C·H·W) or averaged over patches (F = D) or over a patch's values (F = S).
-        """
-        if pool not in POOLS:
-            raise UserError(f"pool {pool!r}: MixerFlow pools are {', '.join(POOLS)}")
-        state = inputs
-        for block in self.blocks[: layer_index(layer, "block", len(self.blocks))]:
-            state, _ = block(state)
-        if pool == "none":
-            return state.reshape(state.shape[0], -1)
-        patches, _ = self.patchify(state)  # (B, S, D)
-        return patches.mean(dim=1 if pool == "mean_patches" else 2)
 
     @classmethod
     def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "MixerFlow":

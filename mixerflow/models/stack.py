@@ -1,0 +1,64 @@
+"""A stack of flow blocks on images ``(B, C, H, W)``: what MixerFlow and the attention flow
+share (running the blocks either way, compiling them one by one, per-block embeddings)."""
+
+import torch
+from nflows.transforms.base import Transform
+from torch import nn
+
+from mixerflow.errors import UserError
+from mixerflow.transforms.patches import Patchify
+
+POOLS = ("none", "mean_patches", "mean_channels")
+
+
+def layer_index(layer: str, prefix: str, count: int) -> int:
+    """``"z"`` -> ``count``; ``"<prefix>:k"`` -> ``k`` for 1 <= k <= count; else a UserError."""
+    if layer == "z":
+        return count
+    name, _, number = layer.partition(":")
+    if name == prefix and number.isdigit() and 1 <= int(number) <= count:
+        return int(number)
+    raise UserError(f"layer {layer!r}: choose z or {prefix}:k with k from 1 to {count}")
+
+
+class BlockStack(Transform):
+    """``blocks`` (Transforms on ``(B, C, H, W)``) in order; ``blocks[k]`` is block ``k``.
+    ``patchify`` names the patches that the embeddings' pools average over."""
+
+    def __init__(self, blocks: list[Transform], patchify: Patchify):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.patchify = patchify
+
+    def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logabsdet = inputs.new_zeros(inputs.shape[0])
+        for block in self.blocks:
+            inputs, block_logdet = block(inputs)
+            logabsdet = logabsdet + block_logdet
+        return inputs, logabsdet
+
+    def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logabsdet = inputs.new_zeros(inputs.shape[0])
+        for block in reversed(self.blocks):
+            inputs, block_logdet = block.inverse(inputs)
+            logabsdet = logabsdet + block_logdet
+        return inputs, logabsdet
+
+    def compile_regions(self) -> list[Transform]:
+        """The modules to compile one by one: the blocks (blocks of one structure share code)."""
+        return list(self.blocks)
+
+    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
+        """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the state after block
+        ``k`` (``layer="block:k"``; ``"z"`` is the last block's output, the latent), flat
+        (``none``: F = C·H·W) or averaged over patches (F = D) or over a patch's values (F = S).
+        """
+        if pool not in POOLS:
+            raise UserError(f"pool {pool!r}: {type(self).__name__} pools are {', '.join(POOLS)}")
+        state = inputs
+        for block in self.blocks[: layer_index(layer, "block", len(self.blocks))]:
+            state, _ = block(state)
+        if pool == "none":
+            return state.reshape(state.shape[0], -1)
+        patches, _ = self.patchify(state)  # (B, S, D)
+        return patches.mean(dim=1 if pool == "mean_patches" else 2)
