@@ -332,10 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="embeddings of every split -> embeddings.npz")
     embed.add_argument("--checkpoint", required=True)
-    embed.add_argument("--layer", default="z", help="z, block:k (MixerFlow) or level:l (Glow)")
+    embed.add_argument("--layer", default="z",
+                       help="z, block:k (MixerFlow, TarFlow) or level:l (Glow)")
     embed.add_argument("--pool", default="none",
-                       help="none | mean_patches | mean_channels (MixerFlow), none | per_level "
-                       "(Glow)")
+                       help="none | mean_patches | mean_channels (MixerFlow, TarFlow), "
+                       "none | per_level (Glow)")
     embed.add_argument("--batch-size", type=int, default=500)
     embed.add_argument("--max-train", type=int, help="embed only the first N train images")
     embed.add_argument("--device", default="cpu")

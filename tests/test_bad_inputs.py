@@ -256,6 +256,15 @@ CASES = {
     "unknown coupling": Case([*TRAIN, "model.coupling=cubic"],
                              "'model.coupling' must be one of affine, additive, rq-spline"),
     "unknown model kind": Case([*TRAIN, "model.kind=resnet"], "'model.kind' must be one of"),
+    "attention width not a multiple of heads": Case(
+        [*CFG, "model.width=10"], "'model.width' must be a multiple of model.heads (4); got 10",
+        config_file(b"data: {name: digits}\nmodel: {kind: tarflow, patch_size: 2}\n")),
+    "attention with a spline": Case(
+        [*CFG, "model.coupling=rq-spline"], "must be affine for model.kind tarflow",
+        config_file(b"data: {name: digits}\nmodel: {kind: tarflow, patch_size: 2}\n")),
+    "attention over a single patch": Case(
+        [*CFG, "model.patch_size=8"], "leaves a single patch of the 8x8 image; attention needs",
+        config_file(b"data: {name: digits}\nmodel: {kind: tarflow}\n")),
     "boolean as words": Case([*TRAIN, "model.shift=maybe"], "'model.shift' must be true or false"),
     "negative lr": Case([*TRAIN, "train.lr=-1"], "'train.lr' must be positive"),
     "infinite lr": Case([*TRAIN, "train.lr=.inf"], "'train.lr' must be a finite number"),

@@ -19,6 +19,8 @@ TINY = {
                   "model.patch_hidden=16", "model.position_context=true"],
     "glow": ["model.kind=glow", "model.levels=2", "model.steps_per_level=2",
              "model.hidden_channels=8"],
+    "tarflow": ["model.kind=tarflow", "model.patch_size=2", "model.blocks=2", "model.width=16",
+                "model.heads=2"],
 }
 
 

@@ -86,9 +86,9 @@ class ImageFlow(nn.Module):
     def embed(self, images: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
         """Integer images -> features ``(B, F)``, deterministic (mid-point dequantization).
 
-        ``layer``: ``"z"`` (the latent), ``"block:k"`` (MixerFlow) or ``"level:l"`` (Glow);
-        ``pool``: ``none | mean_patches | mean_channels`` (MixerFlow), ``none | per_level``
-        (Glow). See the transforms' ``embed`` for the shapes.
+        ``layer``: ``"z"`` (the latent), ``"block:k"`` (MixerFlow, TarFlow) or ``"level:l"``
+        (Glow); ``pool``: ``none | mean_patches | mean_channels`` (MixerFlow, TarFlow),
+        ``none | per_level`` (Glow). See the transforms' ``embed`` for the shapes.
         """
         y, _ = self.preprocess(dequantize(images, "midpoint"))
         return self.transform.embed(y, layer, pool)

@@ -14,7 +14,7 @@ import torch
 from nflows.transforms.base import Transform
 
 from mixerflow.errors import UserError
-from mixerflow.models.stack import BlockStack
+from mixerflow.models.stack import BlockStack, patches_for
 from mixerflow.transforms.autoregressive import maf_step
 from mixerflow.transforms.mixing import RowWise, flow_step
 from mixerflow.transforms.patches import Patchify, Shift
@@ -63,12 +63,7 @@ class MixerFlow(BlockStack):
     @classmethod
     def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "MixerFlow":
         """Build from a :class:`~mixerflow.config.ModelConfig` for images of ``image_shape``."""
-        patchify = Patchify(image_shape, cfg.patch_size)
-        if patchify.num_patches < 2:
-            raise UserError(
-                f"patch_size {cfg.patch_size} leaves a single patch of the "
-                f"{image_shape[1]}x{image_shape[2]} image; patch mixing needs at least 2"
-            )
+        patchify = patches_for(image_shape, cfg.patch_size, "patch mixing")
         if patchify.patch_dim < 2:
             raise UserError("patches hold a single value; use a patch_size of at least 2")
         context = cfg.context_features if cfg.position_context else 0

@@ -21,6 +21,18 @@ def layer_index(layer: str, prefix: str, count: int) -> int:
     raise UserError(f"layer {layer!r}: choose z or {prefix}:k with k from 1 to {count}")
 
 
+def patches_for(image_shape: tuple[int, int, int], patch_size: int, mixing: str) -> Patchify:
+    """The :class:`Patchify` of ``patch_size``; a UserError where it leaves a single patch,
+    which ``mixing`` (what needs two, for the message) cannot work on."""
+    patchify = Patchify(image_shape, patch_size)
+    if patchify.num_patches < 2:
+        raise UserError(
+            f"patch_size {patch_size} leaves a single patch of the "
+            f"{image_shape[1]}x{image_shape[2]} image; {mixing} needs at least 2"
+        )
+    return patchify
+
+
 class BlockStack(Transform):
     """``blocks`` (Transforms on ``(B, C, H, W)``) in order; ``blocks[k]`` is block ``k``.
     ``patchify`` names the patches that the embeddings' pools average over."""

@@ -10,8 +10,7 @@ conditioned on the patches after it in one block and on those before it in the n
 import torch
 from nflows.transforms.base import Transform
 
-from mixerflow.errors import UserError
-from mixerflow.models.stack import BlockStack
+from mixerflow.models.stack import BlockStack, patches_for
 from mixerflow.transforms.attention import AutoregressiveAffine
 from mixerflow.transforms.patches import Patchify
 
@@ -48,12 +47,7 @@ class TarFlow(BlockStack):
     @classmethod
     def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "TarFlow":
         """Build from a :class:`~mixerflow.config.TarFlowConfig` for images of ``image_shape``."""
-        patchify = Patchify(image_shape, cfg.patch_size)
-        if patchify.num_patches < 2:
-            raise UserError(
-                f"patch_size {cfg.patch_size} leaves a single patch of the "
-                f"{image_shape[1]}x{image_shape[2]} image; attention needs at least 2"
-            )
+        patchify = patches_for(image_shape, cfg.patch_size, "attention")
         blocks = [
             TarFlowBlock(patchify, AutoregressiveAffine(
                 patchify.patch_dim, patchify.num_patches, cfg.width, cfg.attention_layers,

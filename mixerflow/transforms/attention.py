@@ -12,7 +12,9 @@ from nflows.transforms.base import Transform
 from torch import nn
 from torch.nn import functional
 
-from mixerflow.transforms.coupling import bounded_scale, to_float32
+from mixerflow.transforms.coupling import to_float32
+
+LOG_SCALE_LIMIT = 3.0  # a block scales each value by at most e^3 (soft clamp)
 
 
 class CausalSelfAttention(nn.Module):
@@ -61,9 +63,13 @@ class AttentionLayer(nn.Module):
 
 
 class AutoregressiveAffine(Transform):
-    """``y_t = x_t · s_t + m_t`` on tokens ``(B, T, D)``, with ``(s_t, m_t)`` from a causal
-    Transformer over ``x_{<t}`` (``s`` our couplings' bounded scale; ``s_0 = 1, m_0 = 0``).
-    The output layer starts at zero, so a fresh transform is the identity."""
+    """``y_t = x_t · exp(a_t) + m_t`` on tokens ``(B, T, D)``, with ``(a_t, m_t)`` from a
+    causal Transformer over ``x_{<t}`` (``a_0 = m_0 = 0``). The output layer starts at zero,
+    so a fresh transform is the identity.
+
+    The log-scale is soft-clamped to ``±LOG_SCALE_LIMIT``, not bounded near 1 as in the
+    couplings: with no ActNorm or linear map beside it, this scale alone must stretch the
+    near-constant background of logit-space images (spread ~0.02) to unit variance."""
 
     def __init__(self, features: int, num_tokens: int, width: int, layers: int, heads: int,
                  mlp_width: int | None = None):
@@ -79,27 +85,28 @@ class AutoregressiveAffine(Transform):
         nn.init.zeros_(self.embed_out.weight)
         nn.init.zeros_(self.embed_out.bias)
 
-    def _scale_and_shift(self, tokens: torch.Tensor, start: int = 0,
-                         caches: list[dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(scale, shift)``, each ``(B, t, D)``, for the tokens after ``tokens`` (which sit
-        at positions ``start …``); ``caches`` (one per layer) carry the earlier positions."""
+    def _log_scale_and_shift(self, tokens: torch.Tensor, start: int = 0,
+                             caches: list[dict] | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_scale, shift)``, each ``(B, t, D)``, for the tokens after ``tokens`` (which
+        sit at positions ``start …``); ``caches`` (one per layer) carry the earlier ones."""
         hidden = self.embed_in(tokens) + self.position[start : start + tokens.shape[1]]
         for index, layer in enumerate(self.layers):
             hidden = layer(hidden, None if caches is None else caches[index])
         unconstrained, shift = to_float32(self.embed_out(self.norm(hidden))).chunk(2, dim=2)
-        return bounded_scale(unconstrained), shift
+        return LOG_SCALE_LIMIT * torch.tanh(unconstrained / LOG_SCALE_LIMIT), shift
 
     def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        scale, shift = self._scale_and_shift(inputs[:, :-1])
-        outputs = torch.cat([inputs[:, :1], inputs[:, 1:] * scale + shift], dim=1)
-        return outputs, torch.log(scale).sum(dim=(1, 2))
+        log_scale, shift = self._log_scale_and_shift(inputs[:, :-1])
+        outputs = torch.cat([inputs[:, :1], inputs[:, 1:] * log_scale.exp() + shift], dim=1)
+        return outputs, log_scale.sum(dim=(1, 2))
 
     def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         caches = [{} for _ in self.layers]
         tokens = [inputs[:, :1]]
         logabsdet = inputs.new_zeros(inputs.shape[0])
         for t in range(1, inputs.shape[1]):
-            scale, shift = self._scale_and_shift(tokens[-1], t - 1, caches)
-            tokens.append((inputs[:, t : t + 1] - shift) / scale)
-            logabsdet = logabsdet - torch.log(scale).sum(dim=(1, 2))
+            log_scale, shift = self._log_scale_and_shift(tokens[-1], t - 1, caches)
+            tokens.append((inputs[:, t : t + 1] - shift) * torch.exp(-log_scale))
+            logabsdet = logabsdet - log_scale.sum(dim=(1, 2))
         return torch.cat(tokens, dim=1), logabsdet
