@@ -181,7 +181,7 @@ def report_markdown(report: dict, command: str) -> str:
             f"{_memory_cell(mean, device)} | {mean['step']:.0f} | "
             f"{mean.get('wall_s', float('nan')) / 60:.1f} |"
         )
-    lines += ["", "![validation bits/dim against training time](bpd_vs_time.png)", ""]
+    lines += ["", "![bits/dim against training time](bpd_vs_time.png)", ""]
     lines += [f"![{name} samples](samples_{name}.png)" for name in report["models"]]
     return "\n".join(lines) + "\n"
 
@@ -209,9 +209,11 @@ def plot_bpd_vs_time(report: dict, out_dir: Path) -> None:
             seconds, bpd = validation_curve(out_dir / "runs" / f"{name}_seed{run['seed']}")
             axis.plot(seconds, bpd, "o-", color=f"C{index}", markersize=3, alpha=0.8,
                       label=name if i == 0 else None)
+            # the final test figure: a run stopped before its first validation still shows
+            axis.plot(run["elapsed_s"], run["test_bpd"], "*", color=f"C{index}", markersize=9)
     axis.set_xlabel("training time (s)")
-    axis.set_ylabel("validation bits/dim")
-    axis.set_title(f"{report['data']}: validation bits/dim against time")
+    axis.set_ylabel("bits/dim")
+    axis.set_title(f"{report['data']}: validation (lines) and final test (stars) bits/dim")
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.tight_layout()
