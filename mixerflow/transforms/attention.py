@@ -27,7 +27,9 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
+        # no bias: a key bias adds the same q·b to every logit of a row, which softmax
+        # ignores (its gradient is rounding noise, which Adam would turn into steps of lr)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.proj = nn.Linear(width, width)
 
     def forward(self, hidden: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
