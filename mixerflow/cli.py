@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data-root", help="folder with local data (else $MIXERFLOW_DATA)")
     compare.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     compare.add_argument("--out", default="reports/compare", help="report folder")
-    compare.epilog = ("Any further key.sub=value arguments override both configs (a model key "
+    compare.epilog = ("Any further key.sub=value arguments override every config (a model key "
                       "the config of the kind that has it).")
     compare.set_defaults(run=_compare)
 

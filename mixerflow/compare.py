@@ -31,17 +31,15 @@ SUMMARY_KEYS = ("test_bpd", "num_params", "train_images_per_s", "sample_images_p
 def fair_configs(configs: dict[str, Config], match_params: bool = True) -> dict[str, Config]:
     """One config per model: data, training and logging from the first; each model section
     from its own config, its width matched to the first model's parameter count."""
-    first = next(iter(configs.values()))
-    shape = image_shape_of(first.data)
-    # the number of levels only sets the preprocessing, which has no parameters
-    target = count_parameters(build_model(first.model, shape, num_levels=256))
-    fair = {}
-    for index, (name, cfg) in enumerate(configs.items()):
-        model = cfg.model
-        if match_params and index > 0:
-            model = match_width(model, shape, target)
-        fair[name] = dataclasses.replace(first, model=model)
-    return fair
+    first_name, first = next(iter(configs.items()))
+    models = {name: cfg.model for name, cfg in configs.items()}
+    if match_params:
+        shape = image_shape_of(first.data)
+        # the number of levels only sets the preprocessing, which has no parameters
+        target = count_parameters(build_model(first.model, shape, num_levels=256))
+        models = {name: model if name == first_name else match_width(model, shape, target)
+                  for name, model in models.items()}
+    return {name: dataclasses.replace(first, model=model) for name, model in models.items()}
 
 
 def with_budget(cfg: Config, minutes: float | None, steps: int | None) -> Config:

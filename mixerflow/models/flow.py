@@ -189,5 +189,5 @@ def check_model_fits(model_cfg, image_shape: tuple[int, int, int], device: torch
         raise UserError(
             f"the model has about {params:,} parameters: training needs at least "
             f"{needed / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
-            f"{free / 2**30:.1f} GiB free; lower model.blocks / steps_per_level or the widths"
+            f"{free / 2**30:.1f} GiB free; lower model.{model_cfg.REPEATED} or the widths"
         )
