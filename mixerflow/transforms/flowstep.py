@@ -204,9 +204,11 @@ class FlowStep(CompositeTransform):
         return matrix, bias.index_select(0, self.halves_order), self._logdet_per_position()
 
     def _apply_matrix(self, inputs, matrix, bias):
+        # A matrix product, never a 1x1 convolution: cuDNN convolutions run float32 in
+        # TF32 by default on CUDA (10-bit mantissa), which would break the exact inverse.
         if self.feature_dim == -1:
             return F.linear(inputs, matrix, bias)
-        return F.conv2d(inputs, matrix[:, :, None, None], bias)
+        return F.linear(inputs.movedim(1, -1), matrix, bias).movedim(-1, 1)
 
     def _unmix(self, mixed: torch.Tensor) -> torch.Tensor:
         """Invert ActNorm and the linear map."""
