@@ -1,8 +1,17 @@
 """Checks every Transform must pass: inverse∘forward = identity, log-dets cancel and
-equal the brute-force Jacobian's log|det|."""
+equal the brute-force Jacobian's log|det|; and the devices the checks run on."""
 
+import pytest
 import torch
 from torch import nn
+
+# The CPU always; CUDA where present. ``pytest -m cuda`` runs the CUDA cases alone.
+DEVICES = [
+    pytest.param(torch.device("cpu"), id="cpu"),
+    pytest.param(torch.device("cuda"), id="cuda", marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]),
+]
 
 
 def perturb(module: nn.Module, scale: float = 0.2, seed: int = 0) -> nn.Module:

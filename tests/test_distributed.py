@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowcheck import DEVICES
 from mixerflow import distributed, load_config, load_splits
 from mixerflow.data import BatchSampler
 from mixerflow.models import build_model
@@ -121,6 +122,25 @@ def test_torchrun_quickstart_survives_sigterm_and_matches_one_process(tmp_path):
     assert abs(two["test_bpd"] - one["test_bpd"]) < 0.05
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "results.json", "samples.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+def test_torchrun_with_one_process_trains_as_a_plain_process(tmp_path, device):
+    """``--nproc_per_node=1`` joins a process group (NCCL on CUDA, gloo on the CPU) and
+    takes the steps of a plain run of the quick start."""
+    settings = ["train.steps=200", "train.eval_every=100", f"train.device={device.type}"]
+    results = {}
+    for name, launcher in (("plain", [sys.executable]), ("torchrun", torchrun(nproc=1))):
+        done = subprocess.run([*launcher, str(ROOT / "train.py"), *QUICKSTART, *settings,
+                               f"log.out_dir={tmp_path / name}"],
+                              env=ENV, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    plain, grouped = results["plain"], results["torchrun"]
+    assert grouped["processes"] == 1 and grouped["step"] == plain["step"] == 200
+    assert grouped["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
+    assert abs(grouped["test_bpd"] - plain["test_bpd"]) < 1e-3
 
 
 def wait_for_step(metrics: Path, step: int, process: subprocess.Popen, limit: float = 300):

@@ -3,7 +3,7 @@ import torch
 from nflows.transforms.base import CompositeTransform, InverseTransform
 from test_training import SMALL, untrained_test_bpd
 
-from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
+from flowcheck import DEVICES, assert_invertible, assert_logdet_matches_jacobian, perturb
 from mixerflow import train
 from mixerflow.config import load_config
 from mixerflow.errors import UserError
@@ -38,10 +38,11 @@ def tiny_flow(image_shape, overrides, num_levels=256):
     return perturb(flow.eval(), scale=0.1)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("image_shape, overrides", CONFIGS)
-def test_mixerflow_invertible_with_exact_logdet(image_shape, overrides):
-    flow = tiny_flow(image_shape, overrides)
-    y = 2 * torch.randn(3, *image_shape)  # logit-scale inputs
+def test_mixerflow_invertible_with_exact_logdet(image_shape, overrides, device):
+    flow = tiny_flow(image_shape, overrides).to(device)
+    y = 2 * torch.randn(3, *image_shape, device=device)  # logit-scale inputs
     assert_invertible(flow.transform, y, atol=1e-4)
     assert_logdet_matches_jacobian(flow.transform, y[:2], rtol=1e-4)
 

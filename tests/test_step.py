@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from flowcheck import assert_invertible, perturb
+from flowcheck import DEVICES, assert_invertible, perturb
 from mixerflow import bench, load_config, train
 from mixerflow.data import BatchSampler
 from mixerflow.models import build_model
@@ -24,25 +24,26 @@ TINY = {
 }
 
 
-def trained_like(kind: str, seed: int = 0):
-    """A tiny model off its identity initialisation (ActNorm set, weights perturbed), and
-    a batch of 17-level 8x8 images."""
+def trained_like(kind: str, seed: int = 0, device: torch.device = CPU):
+    """A tiny model on ``device`` off its identity initialisation (ActNorm set, weights
+    perturbed), and a batch of 17-level 8x8 images there."""
     torch.manual_seed(seed)
     flow = build_model(load_config(None, TINY[kind]).model, (1, 8, 8), 17)
     images = torch.randint(0, 17, (32, 1, 8, 8), dtype=torch.uint8)
     flow.train()
     with torch.no_grad():
         flow.bpd(images)
-    return perturb(flow, 0.05), images
+    return perturb(flow, 0.05).to(device), images.to(device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", TINY)
-def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind):
-    flow, images = trained_like(kind)
+def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind, device):
+    flow, images = trained_like(kind, device=device)
     values = images.float() + 0.5
     with torch.no_grad():
         fp32 = flow.log_density(values)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             bf16 = flow.log_density(values)
     assert bf16.dtype == torch.float32  # the flow arithmetic stayed float32
     gap_bits = (fp32 - bf16).abs() / (flow.num_dims * torch.log(torch.tensor(2.0)))
@@ -50,23 +51,28 @@ def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind):
     assert not torch.equal(fp32, bf16)  # the conditioners did run in bf16
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", TINY)
-def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind):
-    flow, images = trained_like(kind)
-    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU, precision="bf16")
+def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind, device):
+    flow, images = trained_like(kind, device=device)
+    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=device, precision="bf16")
     losses = [step(images, i, 1e-3).item() for i in range(4)]
     assert step.health() == (0, 0)  # no step skipped
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     flow.eval()
-    assert_invertible(flow.transform, 2 * torch.randn(4, 1, 8, 8), atol=1e-4)
+    assert_invertible(flow.transform, 2 * torch.randn(4, 1, 8, 8, device=device), atol=1e-4)
+    samples = flow.sample(4, 1.0, generator=torch.Generator().manual_seed(0))
+    assert samples.dtype == torch.uint8 and samples.device.type == device.type
+    assert torch.equal(flow.decode(flow.encode(images)), images)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", TINY)
-def test_the_objective_compiles_without_graph_breaks(kind):
-    flow, images = trained_like(kind)
+def test_the_objective_compiles_without_graph_breaks(kind, device):
+    flow, images = trained_like(kind, device=device)
     values = images[:4].float() + 0.5
     for precision in ("fp32", "bf16"):
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         with autocast:
             explanation = torch._dynamo.explain(flow.log_density)(values)
         assert explanation.graph_break_count == 0, explanation.break_reasons
@@ -74,14 +80,15 @@ def test_the_objective_compiles_without_graph_breaks(kind):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", TINY)
-def test_compiled_step_equals_the_eager_step(kind):
+def test_compiled_step_equals_the_eager_step(kind, device):
     torch._dynamo.reset()
-    eager_flow, images = trained_like(kind)
+    eager_flow, images = trained_like(kind, device=device)
     compiled_flow = copy.deepcopy(eager_flow)
     results = []
     for flow, compile in ((eager_flow, False), (compiled_flow, True)):
-        step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU, compile=compile)
+        step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=device, compile=compile)
         loss = step(images, 0, 1e-3)
         grads = [p.grad.clone() for p in flow.parameters()]
         results.append((loss, grads))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_training import untrained_test_bpd
 
-from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
+from flowcheck import DEVICES, assert_invertible, assert_logdet_matches_jacobian, perturb
 from mixerflow import train
 from mixerflow.config import load_config
 from mixerflow.errors import UserError
@@ -25,9 +25,10 @@ def tiny_flow(image_shape, overrides=()):
     ((3, 4, 6), ["model.patch_size=2", "model.blocks=3", "model.attention_layers=1"]),
     ((3, 8, 8), ["model.patch_size=4"]),
 ])
-def test_tarflow_invertible_with_exact_logdet(image_shape, overrides):
-    flow = tiny_flow(image_shape, overrides)
-    y = 2 * torch.randn(3, *image_shape)
+@pytest.mark.parametrize("device", DEVICES)
+def test_tarflow_invertible_with_exact_logdet(image_shape, overrides, device):
+    flow = tiny_flow(image_shape, overrides).to(device)
+    y = 2 * torch.randn(3, *image_shape, device=device)
     assert_invertible(flow.transform, y, atol=1e-4)
     assert_logdet_matches_jacobian(flow.transform, y[:2], rtol=1e-4)
 
