@@ -10,6 +10,7 @@ run and reuses finished ones. The report folder gets ``report.json``, ``report.m
 import dataclasses
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from mixerflow.checkpoint import atomic_write, atomic_write_text
 from mixerflow.config import Config
 from mixerflow.data import image_shape_of
 from mixerflow.errors import UserError
+from mixerflow.lifecycle import StopSignals
 from mixerflow.models.flow import build_model, count_parameters, match_width
 
 SUMMARY_KEYS = ("test_bpd", "num_params", "train_images_per_s", "sample_images_per_s",
@@ -82,11 +84,16 @@ def run_training(cfg: Config, run_dir: Path, show_progress: bool) -> dict:
         command.append("--no-progress")
     start = time.perf_counter()
     process = subprocess.Popen(command)
-    try:
-        code = process.wait()
-    except KeyboardInterrupt:
-        process.wait()  # the child saves its checkpoint on the same Ctrl-C
-        raise UserError(f"interrupted; rerun the same command to resume {run_dir}") from None
+    # A stop signal sent to this process alone (kill PID) reaches the child as SIGTERM too;
+    # one sent to the whole group (Ctrl-C, timeout, SLURM) reaches it twice, which it ignores.
+    with StopSignals(then=lambda _: process.send_signal(signal.SIGTERM)) as stops:
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # Ctrl-C twice: the child was interrupted at once too
+            code = process.wait()
+    if stops.requested is not None:  # the child saved its checkpoint (or finished)
+        raise UserError(f"stopped by {stops.requested}; rerun the same command to resume "
+                        f"{run_dir}")
     if code != 0:
         raise UserError(
             f"training {run_dir.name} failed (exit {code}, its error is above); "

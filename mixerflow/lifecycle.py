@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from mixerflow.errors import UserError
@@ -21,10 +22,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class StopSignals:
     """Within ``with StopSignals() as stops:``, ``stops.requested`` names the first stop
-    signal received (``"SIGTERM"`` …) or is None. Outside the main thread it does nothing."""
+    signal received (``"SIGTERM"`` …) or is None; ``then(signum)``, if given, is called on
+    every one. Outside the main thread it does nothing."""
 
-    def __init__(self):
+    def __init__(self, then: Callable[[int], None] | None = None):
         self.requested: str | None = None
+        self._then = then
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
@@ -40,6 +43,8 @@ class StopSignals:
         if signum == signal.SIGINT and self.requested == "SIGINT":
             raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait
         self.requested = self.requested or signal.Signals(signum).name
+        if self._then is not None:
+            self._then(signum)
 
 
 class RunLock:

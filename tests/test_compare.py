@@ -2,9 +2,14 @@
 
 import json
 import math
+import signal
+import subprocess
+import sys
 
 import pytest
+import torch
 from test_cli import ROOT
+from test_distributed import ENV, wait_for_step
 
 from mixerflow.cli import main
 from mixerflow.config import load_config
@@ -43,6 +48,28 @@ def test_compare_of_three_models_writes_the_report(tmp_path):
     main(command)
     assert json.loads(first)["test_bpd"] == json.loads(
         (out / "report.json").read_text())["models"]["attention"]["runs"][0]["test_bpd"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_compare_alone_saves_the_training_and_a_rerun_resumes(tmp_path):
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "mixerflow.cli", "compare", *CONFIGS, "--steps", "80",
+               "--out", str(out), "--no-progress", "train.log_every=5",
+               "train.eval_every=1000", "log.num_samples=4", "train.threads=1"]
+    run_dir = out / "runs" / "quickstart_seed0"
+    compare = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir / "metrics.jsonl", 20, compare)
+    compare.send_signal(signal.SIGTERM)  # to compare alone, not to its training child
+    _, err = compare.communicate(timeout=120)
+    assert compare.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: stopped by SIGTERM; rerun the same command to resume {run_dir}")
+    stopped = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
+    assert 20 <= stopped < 80 and not (run_dir / "results.json").exists()
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [model["runs"][0]["step"] for model in report["models"].values()] == [80, 80]
 
 
 def test_scaling_report_fits_an_exponent_per_model(tmp_path):
