@@ -378,7 +378,7 @@ def _run_steps(run: Run, show_progress: bool) -> None:
                 bar.update(1)
                 if logging:
                     speed = window_images / window_time
-                    bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}")
+                    bar.set_postfix(bpd=f"{train_bpd:.3f}", img_s=f"{speed:.0f}", refresh=False)
                     run.record({"train_bpd": train_bpd, "lr": lr, "grad_norm": grad_norm,
                                 "images_per_s": speed})
                     window_images, window_time = 0, 0.0
