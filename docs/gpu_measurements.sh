@@ -16,14 +16,17 @@
 #
 # Environment: DATA (default data) is the folder with cifar10/{train,test}.npz; WORK
 # (default runs/gpu) keeps the run folders between stages; MINUTES (default 5); LIMIT
-# (default 540).
+# (default 540); OVERRIDES, key=value settings for sweep, bench and compare (e.g. a
+# smaller train.batch_size on a smaller GPU).
 set -euo pipefail
 DATA=${DATA:-data}
 WORK=${WORK:-runs/gpu}
 MINUTES=${MINUTES:-5}
 LIMIT=${LIMIT:-540}
 export WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-60}  # a progress line a minute in logs
 CONFIGS=(--config configs/cifar10_mixerflow.yaml --config configs/cifar10_glow.yaml)
+read -r -a OVERRIDES <<< "${OVERRIDES:-}"
 mkdir -p "$WORK"
 
 mixerflow() { python3 -m mixerflow.cli "$@"; }
@@ -33,10 +36,10 @@ for stage in "$@"; do
   case $stage in
     tests) python3 -m pytest -m cuda -rs 2>&1 | tee "$WORK/cuda_tests.log" ;;
     sweep) mixerflow bench "${CONFIGS[@]}" --sizes 32,64,128,256 --channels 3 \
-             --batch-size 16 --precision bf16 --modes eager --out "$WORK/sweep" ;;
-    bench) mixerflow campaign --parts bench --out "$WORK/campaign" ;;
+             --batch-size 16 --precision bf16 --modes eager --out "$WORK/sweep" "${OVERRIDES[@]}" ;;
+    bench) mixerflow campaign --parts bench --out "$WORK/campaign" "${OVERRIDES[@]}" ;;
     compare) timeout -s TERM "$LIMIT" python3 -m mixerflow.cli campaign --parts compare \
-               --minutes "$MINUTES" --data-root "$DATA" --out "$WORK/campaign" ;;
+               --minutes "$MINUTES" --data-root "$DATA" --out "$WORK/campaign" "${OVERRIDES[@]}" ;;
     samples)
       for run in "$WORK"/campaign/compare/runs/*_seed0; do
         mixerflow sample --checkpoint "$run/checkpoint.pt" --temperature 0.7,1 --n 64 \
