@@ -117,7 +117,7 @@ def summary_markdown(
             achieved, peak = row["achieved_flops_per_s"], row["peak_flops_per_s"]
             lines += [f"**Headline: the bf16 compiled MixerFlow training step runs at "
                       f"{100 * row['mfu']:.1f} % MFU** ({bench.flops_text(achieved)}"
-                      f" of {bench.flops_text(peak)} measured for a bf16 "
+                      f" of {bench.flops_text(peak)}, the faster of a bf16 and a float32 "
                       f"matrix product) on {report['device']}, {row['images_per_s']:.0f} "
                       f"images/s at batch {report['batch_size']}.", ""]
         lines += ["Bench: [bench/report.md](bench/report.md)", ""]

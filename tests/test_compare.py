@@ -11,6 +11,7 @@ import torch
 from test_cli import ROOT
 from test_distributed import ENV, wait_for_step
 
+from mixerflow import bench
 from mixerflow.cli import main
 from mixerflow.config import load_config
 from mixerflow.errors import UserError
@@ -91,6 +92,16 @@ def test_bench_measures_each_config_at_its_data_shape(tmp_path):
     assert [row["name"] for row in report["rows"]] == ["quickstart", "quickstart_glow"]
     assert all(row["image_shape"] == [1, 8, 8] for row in report["rows"])
     assert all(row["ms_per_image"] > 0 for row in report["rows"])
+
+
+def test_mfu_of_a_bf16_step_stays_below_one_where_bf16_products_are_slow():
+    # 256 patches: the patch-mixing LU products, float32 under autocast, dominate the FLOPs
+    model = load_config(None, ["model.patch_size=2", "model.blocks=2",
+                               "model.channel_hidden=16", "model.patch_hidden=16"]).model
+    row = bench.measure_training(vars(model), (1, 32, 32), batch_size=8, steps=2,
+                                 device_name="cpu", precision="bf16", threads=1)
+    assert row["precision"] == "bf16" and 0 < row["mfu"] < 1
+    assert row["peak_flops_per_s"] >= bench.matmul_flops_per_s(torch.device("cpu"), False) / 2
 
 
 @pytest.mark.parametrize("overrides, image_shape, target", [
