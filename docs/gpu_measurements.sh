@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU measurements for docs/results.md, in stages. Each stage is sized to fit in ten
-# minutes on one H100, and it resumes where a killed run of the same stage stopped.
+# The GPU measurements for docs/results.md, in stages. Each stage is meant to fit in ten
+# minutes on one H100 (an estimate until it has run there), and it resumes where a killed
+# run of the same stage stopped.
 #
 #   bash docs/gpu_measurements.sh STAGE...      STAGE: tests sweep bench compare samples
 #
