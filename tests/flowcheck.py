@@ -47,3 +47,11 @@ def assert_logdet_matches_jacobian(transform, inputs: torch.Tensor, rtol: float 
         sign, brute = torch.linalg.slogdet(jacobian)
         assert sign != 0
         assert abs(logdet[i].item() - brute.item()) <= rtol * max(1.0, abs(brute.item()))
+
+
+def assert_exact_on(device: torch.device, transform, image_shape: tuple[int, ...]) -> None:
+    """Both checks above for ``transform`` moved to ``device``, on logit-scale inputs."""
+    transform.to(device)
+    inputs = 2 * torch.randn(3, *image_shape, device=device)
+    assert_invertible(transform, inputs, atol=1e-4)
+    assert_logdet_matches_jacobian(transform, inputs[:2], rtol=1e-4)
