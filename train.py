@@ -1,6 +1,6 @@
 """Train a flow: ``python train.py --config configs/quickstart.yaml [key.sub=value ...]``.
 
-A thin wrapper over ``mixerflow train``; see ``mixerflow/training.py`` for the loop.
+A thin wrapper over ``mixerflow train``; see ``mixerflow/training/loop.py`` for the loop.
 """
 
 import sys

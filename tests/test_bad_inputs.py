@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mixerflow import distributed, load_config, train
+from mixerflow import load_config, train
 from mixerflow.cli import main
-from mixerflow.lifecycle import RunLock
+from mixerflow.training import distributed
+from mixerflow.training.lifecycle import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]

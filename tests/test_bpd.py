@@ -8,7 +8,7 @@ from nflows.transforms.base import CompositeTransform, InverseTransform, Transfo
 from nflows.transforms.standard import IdentityTransform
 
 from mixerflow.models.flow import ImageFlow
-from mixerflow.preprocess import Logit, bits_per_dim
+from mixerflow.transforms.preprocess import Logit, bits_per_dim
 
 
 class NormalQuantile(Transform):

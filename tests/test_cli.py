@@ -14,7 +14,7 @@ QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]
 
 def test_the_size_check_leaves_the_random_state_alone():
     from mixerflow import load_config
-    from mixerflow.models.flow import estimate_parameters
+    from mixerflow.models.sizing import estimate_parameters
 
     before = torch.get_rng_state()
     for kind in ("mixerflow", "glow"):

@@ -11,11 +11,11 @@ import torch
 from test_cli import ROOT
 from test_distributed import ENV, wait_for_step
 
-from mixerflow import bench
 from mixerflow.cli import main
-from mixerflow.config import load_config
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
+from mixerflow.experiments import bench
 from mixerflow.models import build_model, count_parameters, match_width
+from mixerflow.training.config import load_config
 
 CONFIGS = ["--model", str(ROOT / "configs" / "quickstart.yaml"),
            "--model", str(ROOT / "configs" / "quickstart_glow.yaml")]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mixerflow.config import Config, config_from_dict, load_config
+from mixerflow.training.config import Config, config_from_dict, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -33,8 +33,8 @@ def test_round_trip_through_a_dict():
 
 
 def test_each_model_kind_has_its_own_keys_and_old_configs_upgrade():
-    from mixerflow.checkpoint import upgrade_config_dict
-    from mixerflow.config import GlowConfig, MixerFlowConfig
+    from mixerflow.models import GlowConfig, MixerFlowConfig
+    from mixerflow.training.checkpoint import upgrade_config_dict
 
     mixer, glow = load_config(None), load_config(None, ["model.kind=glow"])
     assert isinstance(mixer.model, MixerFlowConfig) and isinstance(glow.model, GlowConfig)

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from test_bad_inputs import mnist_files
 
-from mixerflow.config import load_config
-from mixerflow.data import load_splits
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
+from mixerflow.data.splits import load_splits
+from mixerflow.training.config import load_config
 
 
 def splits_for(*overrides):

@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from flowcheck import DEVICES
-from mixerflow import distributed, load_config, load_splits
-from mixerflow.data import BatchSampler
+from mixerflow import load_config, load_splits
+from mixerflow.data.sampler import BatchSampler
 from mixerflow.models import build_model
-from mixerflow.step import TrainStep, make_optimizer
-from mixerflow.training import evaluate_bpd, initialize_actnorm
+from mixerflow.training import distributed
+from mixerflow.training.evaluate import evaluate_bpd
+from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from flowcheck import DEVICES, assert_exact_on, perturb
-from mixerflow.config import load_config
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
 from mixerflow.models import Glow, build_model
+from mixerflow.training.config import load_config
 
 TINY = ["model.kind=glow", "model.steps_per_level=2", "model.hidden_channels=8",
         "model.num_bins=4"]

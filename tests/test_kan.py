@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from scipy.interpolate import BSpline
 
-from mixerflow.transforms.kan import SPLINE_ORDER, KANConditioner, KANLayer
+from mixerflow.nn.kan import SPLINE_ORDER, KANConditioner, KANLayer
 
 
 def test_the_basis_is_scipys_cubic_b_splines_and_sums_to_one_on_the_grid():

@@ -5,11 +5,11 @@ from test_training import SMALL, untrained_test_bpd
 
 from flowcheck import DEVICES, assert_exact_on, perturb
 from mixerflow import train
-from mixerflow.config import load_config
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
 from mixerflow.models import MixerFlow, build_model
 from mixerflow.models.mixerflow import upgrade_state_dict
-from mixerflow.transforms import Transpose
+from mixerflow.training.config import load_config
+from mixerflow.transforms.patches import Transpose
 
 TINY = ["model.blocks=2", "model.channel_hidden=8", "model.patch_hidden=8", "model.num_bins=4"]
 

@@ -5,9 +5,9 @@ import torch
 
 from flowcheck import assert_invertible, perturb
 from mixerflow import load_checkpoint, load_config
-from mixerflow.checkpoint import save_checkpoint
 from mixerflow.models import build_model
-from mixerflow.transforms import PermutePixels
+from mixerflow.training.checkpoint import save_checkpoint
+from mixerflow.transforms.patches import PermutePixels
 
 TINY = ["model.patch_size=2", "model.blocks=2", "model.channel_hidden=8", "model.patch_hidden=8"]
 

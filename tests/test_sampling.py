@@ -10,9 +10,10 @@ from test_cli import ROOT
 
 from mixerflow import load_checkpoint, load_config, train
 from mixerflow.cli import main
-from mixerflow.data import load_splits
-from mixerflow.embedding import embed_splits, probe
-from mixerflow.sampling import GRID_LIMIT, draw_samples, save_grid, slerp
+from mixerflow.data.splits import load_splits
+from mixerflow.tools.embedding import embed_splits
+from mixerflow.tools.probe import probe
+from mixerflow.tools.sampling import GRID_LIMIT, draw_samples, save_grid, slerp
 
 MODELS = {"mixerflow": "quickstart.yaml", "glow": "quickstart_glow.yaml"}
 

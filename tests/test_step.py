@@ -8,10 +8,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from flowcheck import DEVICES, assert_invertible, perturb
-from mixerflow import bench, load_config, train
-from mixerflow.data import BatchSampler
+from mixerflow import load_config, train
+from mixerflow.data.sampler import BatchSampler
+from mixerflow.experiments import bench
 from mixerflow.models import build_model
-from mixerflow.step import TrainStep, make_optimizer
+from mixerflow.training.step import TrainStep, make_optimizer
 
 CPU = torch.device("cpu")
 TINY = {

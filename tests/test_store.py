@@ -9,10 +9,12 @@ from PIL import Image
 
 from mixerflow import load_config, load_splits, train
 from mixerflow.cli import main
-from mixerflow.config import DataConfig
-from mixerflow.data import BatchSampler, load_train_test
-from mixerflow.errors import UserError
-from mixerflow.store import IndexedImages, imagenet_batches, write_store
+from mixerflow.core.errors import UserError
+from mixerflow.data.formats import imagenet_batches
+from mixerflow.data.images import IndexedImages
+from mixerflow.data.sampler import BatchSampler
+from mixerflow.data.sources import DataConfig, load_train_test
+from mixerflow.data.store import write_store
 
 rng = np.random.default_rng(0)
 

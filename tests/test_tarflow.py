@@ -7,10 +7,10 @@ from test_training import untrained_test_bpd
 
 from flowcheck import DEVICES, assert_exact_on, perturb
 from mixerflow import train
-from mixerflow.config import load_config
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
 from mixerflow.models import TarFlow, build_model
-from mixerflow.transforms.attention import AutoregressiveAffine
+from mixerflow.training.config import load_config
+from mixerflow.transforms.autoregressive import AutoregressiveAffine
 
 TINY = ["model.kind=tarflow", "model.width=8", "model.heads=2", "model.blocks=2"]
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from mixerflow import evaluate_bpd, load_checkpoint, load_config, load_splits, train
-from mixerflow.errors import UserError
-from mixerflow.lifecycle import RunLock
+from mixerflow.core.errors import UserError
 from mixerflow.models import build_model
-from mixerflow.step import TrainStep, make_optimizer
-from mixerflow.training import Progress, initialize_actnorm
+from mixerflow.training.lifecycle import RunLock
+from mixerflow.training.loop import Progress
+from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer
 
 SMALL = [
     "data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",
@@ -202,7 +202,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_partial_file(tmp_pa
     import errno
     import io
 
-    from mixerflow import checkpoint
+    from mixerflow.training import checkpoint
 
     saves, save = [], torch.save
 

@@ -3,12 +3,20 @@ import torch
 from nflows.transforms.base import CompositeTransform
 
 from flowcheck import assert_invertible, assert_logdet_matches_jacobian, perturb
-from mixerflow.errors import UserError
-from mixerflow.models.glow import glow_step
-from mixerflow.preprocess import Logit, ScaleToUnit
-from mixerflow.transforms import Patchify, RowWise, Shift, Transpose, flow_step, make_coupling
-from mixerflow.transforms.coupling import COUPLINGS
-from mixerflow.transforms.mixing import LINEAR_MAPS
+from mixerflow.core.errors import UserError
+from mixerflow.models.glow import GlowConfig, glow_layer
+from mixerflow.nn.conditioners import ConditionerSpec
+from mixerflow.transforms.coupling import COUPLINGS, CouplingSpec, coupling_layer
+from mixerflow.transforms.flow_layer import LINEAR_MAPS, flow_layer
+from mixerflow.transforms.patches import Patchify, Shift, Transpose
+from mixerflow.transforms.preprocess import Logit, ScaleToUnit
+from mixerflow.transforms.rowwise import RowWise
+
+
+def spec(kind: str = "affine", context_features: int = 0) -> CouplingSpec:
+    """Couplings of ``kind`` with an MLP conditioner 8 wide (splines of 4 bins)."""
+    return CouplingSpec(kind, num_bins=4, conditioner=ConditionerSpec(
+        "mlp", hidden_features=8, context_features=context_features))
 
 
 def test_patchify_cuts_row_major_patches():
@@ -49,8 +57,7 @@ def test_logit_is_invertible_with_exact_logdet():
 @pytest.mark.parametrize("kind", COUPLINGS)
 @pytest.mark.parametrize("context_features", [0, 3])
 def test_coupling_invertible_and_exact(kind, context_features):
-    coupling = perturb(make_coupling(kind, 6, even=True, hidden_features=8,
-                                     context_features=context_features, num_bins=4))
+    coupling = perturb(coupling_layer(spec(kind, context_features), 6, even=True))
     inputs = torch.randn(5, 6)
     context = torch.randn(5, context_features) if context_features else None
     outputs, logdet = coupling(inputs, context)
@@ -64,7 +71,7 @@ def test_coupling_invertible_and_exact(kind, context_features):
 
 @pytest.mark.parametrize("kind", COUPLINGS)
 def test_fresh_coupling_is_the_identity(kind):
-    coupling = make_coupling(kind, 6, even=False, hidden_features=8)
+    coupling = coupling_layer(spec(kind), 6, even=False)
     inputs = torch.randn(4, 6)
     outputs, logdet = coupling(inputs)
     assert torch.allclose(outputs, inputs, atol=1e-5)
@@ -73,9 +80,8 @@ def test_fresh_coupling_is_the_identity(kind):
 
 @pytest.mark.parametrize("linear", ["lu", "permutation"])
 @pytest.mark.parametrize("kind", COUPLINGS)
-def test_flow_step_invertible_and_exact(linear, kind):
-    step = flow_step(6, coupling=kind, coupling_layers=3, hidden_features=8, linear=linear,
-                     num_bins=4)
+def test_flow_layer_invertible_and_exact(linear, kind):
+    step = flow_layer(6, spec(kind), coupling_layers=3, linear=linear)
     step.eval()  # ActNorm stays uninitialised (its data-dependent init runs in training)
     perturb(step)
     inputs = torch.randn(4, 6)
@@ -85,8 +91,7 @@ def test_flow_step_invertible_and_exact(linear, kind):
 
 @pytest.mark.parametrize("context_features", [0, 2])
 def test_rowwise_applies_one_transform_to_every_row(context_features):
-    step = perturb(flow_step(5, coupling="affine", coupling_layers=2, hidden_features=8,
-                             context_features=context_features)).eval()
+    step = perturb(flow_layer(5, spec("affine", context_features), coupling_layers=2)).eval()
     rowwise = perturb(RowWise(step, num_rows=3, context_features=context_features), seed=1)
     inputs = torch.randn(2, 3, 5)
     outputs, logdet = rowwise(inputs)
@@ -109,9 +114,8 @@ def test_composite_of_reshapes_round_trips_an_image():
 @pytest.mark.parametrize("linear", LINEAR_MAPS)
 @pytest.mark.parametrize("kind", COUPLINGS)
 @pytest.mark.parametrize("features", [6, 7])  # equal halves (an interleave) and unequal ones
-def test_fused_step_equals_the_nflows_composite_of_its_modules(kind, linear, features):
-    step = perturb(flow_step(features, coupling=kind, coupling_layers=3, hidden_features=8,
-                             linear=linear, num_bins=4, context_features=2)).eval()
+def test_fused_layer_equals_the_nflows_composite_of_its_modules(kind, linear, features):
+    step = perturb(flow_layer(features, spec(kind, 2), coupling_layers=3, linear=linear)).eval()
     inputs, context = torch.randn(5, features), torch.randn(5, 2)
     outputs, logdet = step(inputs, context)
     expected, expected_logdet = CompositeTransform.forward(step, inputs, context)
@@ -121,8 +125,9 @@ def test_fused_step_equals_the_nflows_composite_of_its_modules(kind, linear, fea
 
 @pytest.mark.parametrize("kind", COUPLINGS)
 @pytest.mark.parametrize("even", [True, False])
-def test_fused_glow_step_equals_the_nflows_composite_of_its_modules(kind, even):
-    step = perturb(glow_step(6, even=even, hidden_channels=8, coupling=kind, num_bins=4)).eval()
+def test_fused_glow_layer_equals_the_nflows_composite_of_its_modules(kind, even):
+    glow = GlowConfig(coupling=kind, num_bins=4, hidden_channels=8)
+    step = perturb(glow_layer(6, even, glow.coupling_spec())).eval()
     inputs = torch.randn(2, 6, 4, 4)
     outputs, logdet = step(inputs)
     expected, expected_logdet = CompositeTransform.forward(step, inputs)
@@ -134,8 +139,7 @@ def test_fused_glow_step_equals_the_nflows_composite_of_its_modules(kind, even):
 
 def test_fused_rows_equal_the_step_on_each_row_with_its_context():
     """(B, R, L) rows with an (R, ctx) context broadcast: the same as (N, L) row by row."""
-    step = perturb(flow_step(5, coupling="affine", coupling_layers=2, hidden_features=8,
-                             context_features=3)).eval()
+    step = perturb(flow_layer(5, spec("affine", 3), coupling_layers=2)).eval()
     rows, table = torch.randn(2, 4, 5), torch.randn(4, 3)
     outputs, logdet = step(rows, table)
     flat_out, flat_logdet = step(rows.reshape(8, 5), table.repeat(2, 1))
@@ -144,7 +148,7 @@ def test_fused_rows_equal_the_step_on_each_row_with_its_context():
 
 
 def test_actnorm_initialises_from_the_first_training_batch_only():
-    step = flow_step(4, coupling="affine", coupling_layers=2, hidden_features=8)
+    step = flow_layer(4, spec(), coupling_layers=2)
     rows = 3 + 2 * torch.randn(64, 10, 4)
     outputs, _ = step(rows)  # training mode: ActNorm sets itself from these rows
     mixed = outputs.reshape(-1, 4)  # identity couplings and LU at init: ActNorm's output

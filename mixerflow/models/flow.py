@@ -1,19 +1,15 @@
 """ImageFlow: preprocessing (dequantize + logit) + an image transform + a standard normal."""
 
-import dataclasses
 import math
 
 import torch
 from nflows.distributions.normal import StandardNormal
-from nflows.transforms.base import CompositeTransform, Transform
+from nflows.transforms.base import CompositeTransform
 from torch import nn
 
-from mixerflow.errors import UserError
-from mixerflow.models.glow import Glow
-from mixerflow.models.mixerflow import MixerFlow
-from mixerflow.models.tarflow import TarFlow
-from mixerflow.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
+from mixerflow.models.kind import MODEL_KINDS, ImageTransform, ModelConfig
 from mixerflow.transforms.patches import PermutePixels
+from mixerflow.transforms.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
 
 
 class ImageFlow(nn.Module):
@@ -25,7 +21,7 @@ class ImageFlow(nn.Module):
 
     def __init__(
         self,
-        transform: Transform,
+        transform: ImageTransform,
         image_shape: tuple[int, int, int],
         num_levels: int,
         alpha: float = 0.05,
@@ -86,9 +82,8 @@ class ImageFlow(nn.Module):
     def embed(self, images: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
         """Integer images -> features ``(B, F)``, deterministic (mid-point dequantization).
 
-        ``layer``: ``"z"`` (the latent), ``"block:k"`` (MixerFlow, TarFlow) or ``"level:l"``
-        (Glow); ``pool``: ``none | mean_patches | mean_channels`` (MixerFlow, TarFlow),
-        ``none | per_level`` (Glow). See the transforms' ``embed`` for the shapes.
+        ``layer`` and ``pool``: what the transform's ``LAYERS`` and ``POOLS`` name (``"z"``,
+        the latent, always). See the transforms' ``embed`` for the shapes.
         """
         y, _ = self.preprocess(dequantize(images, "midpoint"))
         return self.transform.embed(y, layer, pool)
@@ -118,76 +113,14 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-TRANSFORMS = {"mixerflow": MixerFlow, "glow": Glow, "tarflow": TarFlow}  # by model.kind
+def build_transform(model_cfg: ModelConfig, image_shape: tuple[int, int, int]) -> ImageTransform:
+    """The transform of the kind ``model_cfg.kind`` names, for images of ``image_shape``."""
+    return MODEL_KINDS[model_cfg.kind].transform.from_config(model_cfg, image_shape)
 
 
-def build_model(model_cfg, image_shape: tuple[int, int, int], num_levels: int,
+def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int], num_levels: int,
                 permute_pixels: int | None = None) -> ImageFlow:
-    """Build the ImageFlow that ``model_cfg`` (a :class:`~mixerflow.config.ModelConfig`) names;
-    ``permute_pixels``: the seed of a fixed pixel permutation (``data.permute_pixels``)."""
-    transform = TRANSFORMS[model_cfg.kind].from_config(model_cfg, image_shape)
-    return ImageFlow(transform, image_shape, num_levels, alpha=model_cfg.alpha,
-                     permute_pixels=permute_pixels)
-
-
-def match_width(model_cfg, image_shape: tuple[int, int, int], num_params: int):
-    """A copy of ``model_cfg`` whose width (its kind's ``with_width`` knob) gives the parameter
-    count closest to ``num_params``; depth and structure unchanged."""
-
-    def params(knob: int) -> int:
-        return count_parameters(TRANSFORMS[model_cfg.kind].from_config(
-            model_cfg.with_width(knob), image_shape))
-
-    if params(1) > num_params:
-        raise UserError(
-            f"even the narrowest {model_cfg.kind} has more than {num_params:,} parameters; "
-            f"lower model.{model_cfg.REPEATED} or the depth"
-        )
-    low, high = 1, 2  # params(low) <= target; grow high until params(high) > target
-    while params(high) <= num_params:
-        low, high = high, 2 * high
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if params(middle) <= num_params else (low, middle)
-    return model_cfg.with_width(min((low, high), key=lambda knob: abs(params(knob) - num_params)))
-
-
-TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
-
-
-def estimate_parameters(model_cfg, image_shape: tuple[int, int, int]) -> int:
-    """The parameter count of the model ``model_cfg`` describes, from a build with one of its
-    repeated blocks (``model_cfg.REPEATED``: blocks, or Glow's steps per level), so an absurd
-    size costs nothing to find. The global random state is left as it was (the real model's
-    initialisation must not move)."""
-    with torch.random.fork_rng(devices=[]):
-        one = dataclasses.replace(model_cfg, **{model_cfg.REPEATED: 1})
-        one_params = count_parameters(TRANSFORMS[model_cfg.kind].from_config(one, image_shape))
-        return one_params * getattr(model_cfg, model_cfg.REPEATED)
-
-
-def available_bytes(device: torch.device) -> int:
-    """Free memory for training on ``device``: the GPU's free memory, or the host's
-    ``MemAvailable`` (Linux; unbounded where it cannot be read)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2**63
-
-
-def check_model_fits(model_cfg, image_shape: tuple[int, int, int], device: torch.device) -> None:
-    """A UserError, before anything is built, when the weights, gradients and Adam state of
-    the model alone would not fit in the device's free memory."""
-    params = estimate_parameters(model_cfg, image_shape)
-    needed, free = params * TRAINING_BYTES_PER_PARAMETER, available_bytes(device)
-    if needed > free:
-        raise UserError(
-            f"the model has about {params:,} parameters: training needs at least "
-            f"{needed / 2**30:.1f} GiB for weights, gradients and Adam state, and {device} has "
-            f"{free / 2**30:.1f} GiB free; lower model.{model_cfg.REPEATED} or the widths"
-        )
+    """The ImageFlow that ``model_cfg`` describes; ``permute_pixels``: the seed of a fixed
+    pixel permutation (``data.permute_pixels``)."""
+    return ImageFlow(build_transform(model_cfg, image_shape), image_shape, num_levels,
+                     alpha=model_cfg.alpha, permute_pixels=permute_pixels)

@@ -1,23 +1,79 @@
 """The MixerFlow transform: an invertible MLP-Mixer over image patches.
 
 One :class:`MixerBlock`, on ``(B, C, H, W)``:
-  [shift by P/2] -> patchify (B, S, D) -> channel mixing: a flow step on each patch
+  [shift by P/2] -> patchify (B, S, D) -> channel mixing: a flow layer on each patch
   (length D, weights shared by all S patches) -> transpose (B, D, S) -> patch mixing:
-  a flow step on each column (length S, weights shared by all D columns) -> transpose
+  a flow layer on each column (length S, weights shared by all D columns) -> transpose
   -> un-patchify -> [shift back].
 Odd blocks are shifted, so alternate blocks see patch grids offset by half a patch.
 """
 
+import dataclasses
 import re
+from dataclasses import dataclass
 
 import torch
 from nflows.transforms.base import Transform
 
-from mixerflow.errors import UserError
+from mixerflow.core import schema
+from mixerflow.core.errors import UserError
+from mixerflow.models.kind import ModelConfig, register_model
 from mixerflow.models.stack import BlockStack, patches_for
-from mixerflow.transforms.autoregressive import maf_step
-from mixerflow.transforms.mixing import RowWise, flow_step
+from mixerflow.nn.conditioners import CONDITIONERS, ConditionerSpec
+from mixerflow.transforms.autoregressive import maf_layer
+from mixerflow.transforms.coupling import CouplingSpec
+from mixerflow.transforms.flow_layer import LINEAR_MAPS, flow_layer
 from mixerflow.transforms.patches import Patchify, Shift
+from mixerflow.transforms.rowwise import RowWise
+
+CHANNEL_MIXINGS = ("coupling", "maf")
+
+
+@dataclass
+class MixerFlowConfig(ModelConfig):
+    """MixerFlow: ``blocks`` of channel mixing then patch mixing over ``patch_size`` patches."""
+
+    kind: str = "mixerflow"
+    patch_size: int = 4
+    blocks: int = 6
+    channel_hidden: int = 128  # width of the channel-mixing conditioner MLPs
+    patch_hidden: int = 128  # width of the patch-mixing conditioner MLPs
+    hidden_layers: int = 2
+    coupling_layers: int = 2  # coupling layers in each mixing step
+    channel_mixing: str = "coupling"  # coupling | maf (masked autoregressive flow)
+    conditioner: str = "mlp"  # mlp | kan (Kolmogorov-Arnold network)
+    kan_grid: int = 5  # kan: spline intervals on each edge
+    linear: str = "lu"  # lu | permutation
+    shift: bool = True
+    position_context: bool = False  # on in the shipped data-set configs: coherent samples
+    context_features: int = 8
+
+    REPEATED = "blocks"
+
+    def with_width(self, knob: int) -> "MixerFlowConfig":
+        """``channel_hidden = knob``, ``patch_hidden`` scaled in proportion."""
+        patch_hidden = max(1, round(self.patch_hidden * knob / self.channel_hidden))
+        return dataclasses.replace(self, channel_hidden=knob, patch_hidden=patch_hidden)
+
+    def validate(self) -> None:
+        super().validate()
+        schema.choice(self.linear, "model.linear", LINEAR_MAPS)
+        schema.choice(self.conditioner, "model.conditioner", CONDITIONERS)
+        schema.choice(self.channel_mixing, "model.channel_mixing", CHANNEL_MIXINGS)
+        schema.require(self.hidden_layers >= 0, "model.hidden_layers", "must be at least 0")
+        schema.at_least(self, "model.", 1, "patch_size", "blocks", "channel_hidden",
+                        "patch_hidden", "coupling_layers", "context_features", "kan_grid")
+
+    @property
+    def row_context(self) -> int:
+        """Features of the position embedding each row gets (0: none)."""
+        return self.context_features if self.position_context else 0
+
+    def coupling_spec(self) -> CouplingSpec:
+        """Every coupling of the model (the channel-mixing width; patch mixing changes it)."""
+        return CouplingSpec(self.coupling, self.num_bins, self.tail_bound, ConditionerSpec(
+            self.conditioner, self.channel_hidden, self.hidden_layers, self.row_context,
+            self.kan_grid))
 
 
 class MixerBlock(Transform):
@@ -61,38 +117,29 @@ class MixerFlow(BlockStack):
     """A stack of :class:`MixerBlock` s on ``(B, C, H, W)``; ``blocks[k]`` is block ``k``."""
 
     @classmethod
-    def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "MixerFlow":
-        """Build from a :class:`~mixerflow.config.ModelConfig` for images of ``image_shape``."""
+    def from_config(cls, cfg: MixerFlowConfig, image_shape: tuple[int, int, int]) -> "MixerFlow":
+        """The MixerFlow ``cfg`` describes for images of ``image_shape``."""
         patchify = patches_for(image_shape, cfg.patch_size, "patch mixing")
         if patchify.patch_dim < 2:
             raise UserError("patches hold a single value; use a patch_size of at least 2")
-        context = cfg.context_features if cfg.position_context else 0
-        common = dict(
-            coupling=cfg.coupling,
-            coupling_layers=cfg.coupling_layers,
-            hidden_layers=cfg.hidden_layers,
-            linear=cfg.linear,
-            context_features=context,
-            num_bins=cfg.num_bins,
-            tail_bound=cfg.tail_bound,
-            conditioner=cfg.conditioner,
-            kan_grid=cfg.kan_grid,
-        )
+        spec, context = cfg.coupling_spec(), cfg.row_context
 
-        def channel_step() -> Transform:
+        def channel_layer() -> Transform:
             if cfg.channel_mixing == "maf":
-                return maf_step(patchify.patch_dim, hidden_features=cfg.channel_hidden,
-                                hidden_layers=cfg.hidden_layers, linear=cfg.linear,
-                                context_features=context)
-            return flow_step(patchify.patch_dim, hidden_features=cfg.channel_hidden, **common)
+                return maf_layer(patchify.patch_dim, hidden_features=cfg.channel_hidden,
+                                 hidden_layers=cfg.hidden_layers, linear=cfg.linear,
+                                 context_features=context)
+            return flow_layer(patchify.patch_dim, spec, cfg.coupling_layers, cfg.linear)
 
-        blocks = [
+        def patch_layer() -> Transform:
+            return flow_layer(patchify.num_patches, spec.with_hidden(cfg.patch_hidden),
+                              cfg.coupling_layers, cfg.linear)
+
+        blocks = [  # built in this order: the random initialisation follows it
             MixerBlock(
                 patchify,
-                channel_mixing=RowWise(channel_step(), patchify.num_patches, context),
-                patch_mixing=RowWise(flow_step(
-                    patchify.num_patches, hidden_features=cfg.patch_hidden, **common
-                ), patchify.patch_dim, context),
+                channel_mixing=RowWise(channel_layer(), patchify.num_patches, context),
+                patch_mixing=RowWise(patch_layer(), patchify.patch_dim, context),
                 shift=Shift(cfg.patch_size // 2) if cfg.shift and k % 2 == 1 else None,
             )
             for k in range(cfg.blocks)
@@ -116,3 +163,6 @@ def upgrade_state_dict(state: dict) -> dict:
             key = f"transform.blocks.{block}.{part}.{rest}"
         upgraded[key] = value
     return upgraded
+
+
+register_model(MixerFlowConfig, MixerFlow, upgrade_state_dict)

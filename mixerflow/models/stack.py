@@ -5,20 +5,9 @@ import torch
 from nflows.transforms.base import Transform
 from torch import nn
 
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
+from mixerflow.models.kind import ImageTransform, layer_index
 from mixerflow.transforms.patches import Patchify
-
-POOLS = ("none", "mean_patches", "mean_channels")
-
-
-def layer_index(layer: str, prefix: str, count: int) -> int:
-    """``"z"`` -> ``count``; ``"<prefix>:k"`` -> ``k`` for 1 <= k <= count; else a UserError."""
-    if layer == "z":
-        return count
-    name, _, number = layer.partition(":")
-    if name == prefix and number.isdigit() and 1 <= int(number) <= count:
-        return int(number)
-    raise UserError(f"layer {layer!r}: choose z or {prefix}:k with k from 1 to {count}")
 
 
 def patches_for(image_shape: tuple[int, int, int], patch_size: int, mixing: str) -> Patchify:
@@ -33,9 +22,12 @@ def patches_for(image_shape: tuple[int, int, int], patch_size: int, mixing: str)
     return patchify
 
 
-class BlockStack(Transform):
+class BlockStack(ImageTransform):
     """``blocks`` (Transforms on ``(B, C, H, W)``) in order; ``blocks[k]`` is block ``k``.
     ``patchify`` names the patches that the embeddings' pools average over."""
+
+    LAYERS = "z, block:k"
+    POOLS = ("none", "mean_patches", "mean_channels")
 
     def __init__(self, blocks: list[Transform], patchify: Patchify):
         super().__init__()
@@ -65,8 +57,7 @@ class BlockStack(Transform):
         ``k`` (``layer="block:k"``; ``"z"`` is the last block's output, the latent), flat
         (``none``: F = C·H·W) or averaged over patches (F = D) or over a patch's values (F = S).
         """
-        if pool not in POOLS:
-            raise UserError(f"pool {pool!r}: {type(self).__name__} pools are {', '.join(POOLS)}")
+        self.check_pool(pool)
         state = inputs
         for block in self.blocks[: layer_index(layer, "block", len(self.blocks))]:
             state, _ = block(state)

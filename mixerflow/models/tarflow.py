@@ -2,17 +2,55 @@
 attention over patches in place of MLP mixing.
 
 One :class:`TarFlowBlock`, on ``(B, C, H, W)``: patchify ``(B, S, D)`` -> [reverse the patch
-order] -> an :class:`~mixerflow.transforms.attention.AutoregressiveAffine` over the ``S``
+order] -> an :class:`~mixerflow.transforms.autoregressive.AutoregressiveAffine` over the ``S``
 patches -> [restore the order] -> un-patchify. Odd blocks run in reverse, so every patch is
 conditioned on the patches after it in one block and on those before it in the next.
 """
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from nflows.transforms.base import Transform
 
+from mixerflow.core import schema
+from mixerflow.models.kind import ModelConfig, register_model
 from mixerflow.models.stack import BlockStack, patches_for
-from mixerflow.transforms.attention import AutoregressiveAffine
+from mixerflow.transforms.autoregressive import AutoregressiveAffine
 from mixerflow.transforms.patches import Patchify
+
+
+@dataclass
+class TarFlowConfig(ModelConfig):
+    """The attention flow: ``blocks`` of causal-attention autoregressive affine transforms
+    over ``patch_size`` patches, alternating direction (affine only)."""
+
+    kind: str = "tarflow"
+    patch_size: int = 4
+    blocks: int = 4
+    width: int = 128  # Transformer width (a multiple of heads)
+    mlp_width: int | None = None  # hidden width of each layer's MLP; None: 4 · width
+    attention_layers: int = 2  # Transformer layers in each block
+    heads: int = 4
+
+    REPEATED = "blocks"
+
+    def with_width(self, knob: int) -> "TarFlowConfig":
+        """``mlp_width = knob``, ``width`` the multiple of ``heads`` nearest ``knob / 4`` (a
+        fine knob: the Transformer width alone moves in steps of ``heads``)."""
+        width = self.heads * max(1, round(knob / (4 * self.heads)))
+        return dataclasses.replace(self, width=width, mlp_width=knob)
+
+    def validate(self) -> None:
+        super().validate()
+        schema.require(self.coupling == "affine", "model.coupling",
+                       f"must be affine for model.kind tarflow; got {self.coupling!r}")
+        schema.at_least(self, "model.", 1, "patch_size", "blocks", "width", "attention_layers",
+                        "heads")
+        schema.require(self.width % self.heads == 0, "model.width",
+                       f"must be a multiple of model.heads ({self.heads}); got {self.width}")
+        schema.require(self.mlp_width is None or self.mlp_width >= 1, "model.mlp_width",
+                       "must be at least 1")
 
 
 class TarFlowBlock(Transform):
@@ -45,8 +83,8 @@ class TarFlow(BlockStack):
     """A stack of :class:`TarFlowBlock` s, alternating direction; ``blocks[k]`` is block ``k``."""
 
     @classmethod
-    def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "TarFlow":
-        """Build from a :class:`~mixerflow.config.TarFlowConfig` for images of ``image_shape``."""
+    def from_config(cls, cfg: TarFlowConfig, image_shape: tuple[int, int, int]) -> "TarFlow":
+        """The attention flow ``cfg`` describes for images of ``image_shape``."""
         patchify = patches_for(image_shape, cfg.patch_size, "attention")
         blocks = [
             TarFlowBlock(patchify, AutoregressiveAffine(
@@ -55,3 +93,6 @@ class TarFlow(BlockStack):
             for k in range(cfg.blocks)
         ]
         return cls(blocks, patchify)
+
+
+register_model(TarFlowConfig, TarFlow)

@@ -1,12 +1,14 @@
-"""Coupling layers (affine | additive | rq-spline) and their MLP conditioner (or KAN:
-:mod:`mixerflow.transforms.kan`).
+"""Coupling layers (affine | additive | rq-spline) over half of the features, given the
+other half through any conditioner network (:mod:`mixerflow.nn.conditioners`).
 
-Every conditioner ends in a zero-initialised layer, so a fresh coupling is the
-identity map (for rq-spline the bias also sets interior derivatives to 1).
+A :class:`CouplingSpec` says what every coupling of a model is, once; :func:`coupling_layer`
+is the one factory that builds them. Every conditioner ends in a zero-initialised layer, so a
+fresh coupling is the identity map (for rq-spline the bias also sets interior derivatives to 1).
 """
 
+import dataclasses
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from nflows.transforms.base import Transform
@@ -16,63 +18,26 @@ from nflows.transforms.coupling import (
     PiecewiseRationalQuadraticCouplingTransform,
 )
 from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
-from torch import nn
-from torch.nn import functional as F
+
+from mixerflow.nn.conditioners import ConditionerSpec, make_conditioner
 
 COUPLINGS = ("affine", "additive", "rq-spline")
-CONDITIONERS = ("mlp", "kan")
 
 
-class MLPConditioner(nn.Module):
-    """``(..., in) [+ context (..., ctx)] -> (..., out)``: Linear-GELU blocks, zero-init output.
+@dataclass(frozen=True)
+class CouplingSpec:
+    """What a coupling is: its ``kind``, the spline's ``num_bins`` and ``tail_bound``
+    (rq-spline only) and its ``conditioner``."""
 
-    The context only needs to broadcast against the inputs: a ``(R, ctx)`` position table
-    serves ``(B, R, in)`` rows without being copied for every image.
-    """
+    kind: str = "affine"
+    num_bins: int = 8
+    tail_bound: float = 4.0
+    conditioner: ConditionerSpec = ConditionerSpec()
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden_features: int,
-        hidden_layers: int = 2,
-        context_features: int = 0,
-    ):
-        super().__init__()
-        # nflows' spline couplings scale bin logits by 1/sqrt(hidden_features) when present.
-        self.hidden_features = hidden_features
-        layers: list[nn.Module] = []
-        width = in_features + context_features
-        for _ in range(hidden_layers):
-            layers += [nn.Linear(width, hidden_features), nn.GELU()]
-            width = hidden_features
-        self.hidden = nn.Sequential(*layers)
-        self.output_layer = nn.Linear(width, out_features)
-        nn.init.zeros_(self.output_layer.weight)
-        nn.init.zeros_(self.output_layer.bias)
-
-    def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        layers = [*self.hidden, self.output_layer]
-        hidden = self._first_layer(layers[0], inputs, context)
-        for layer in layers[1:]:
-            hidden = layer(hidden)
-        return to_float32(hidden)
-
-    @staticmethod
-    def _first_layer(layer: nn.Linear, inputs: torch.Tensor, context: torch.Tensor | None):
-        """``layer([inputs, context])`` as two products: the context part broadcasts."""
-        if context is None:
-            return layer(inputs)
-        # one split, not two slices: its backward is one cat, not two zero-filled copies
-        input_weight, context_weight = layer.weight.split(
-            [inputs.shape[-1], context.shape[-1]], dim=1
-        )
-        return F.linear(inputs, input_weight) + F.linear(context, context_weight, layer.bias)
-
-
-def to_float32(outputs: torch.Tensor) -> torch.Tensor:
-    """Under bf16 autocast a conditioner runs in bf16; the flow arithmetic stays float32."""
-    return outputs.float() if outputs.dtype in (torch.bfloat16, torch.float16) else outputs
+    def with_hidden(self, hidden_features: int) -> "CouplingSpec":
+        """The same coupling with a conditioner ``hidden_features`` wide."""
+        return dataclasses.replace(self, conditioner=dataclasses.replace(
+            self.conditioner, hidden_features=hidden_features))
 
 
 class BoundedAffineCoupling(AffineCouplingTransform):
@@ -105,63 +70,27 @@ def alternating_mask(features: int, even: bool) -> torch.Tensor:
     return mask
 
 
-Conditioner = Callable[[int, int], nn.Module]  # (in_features, out_features) -> network
-
-
-def coupling_layer(
-    kind: str,
-    mask: torch.Tensor,
-    conditioner: Conditioner,
-    num_bins: int = 8,
-    tail_bound: float = 4.0,
-) -> Transform:
-    """A coupling of ``kind`` over ``mask``'s features (dim 1), any conditioner network.
-
-    The network's last layer must be called ``output_layer`` and start at zero.
-    """
-    if kind == "affine":
-        return BoundedAffineCoupling(mask, conditioner)
-    if kind == "additive":
-        return AdditiveCouplingTransform(mask, conditioner)
-    if kind == "rq-spline":
-        coupling = PiecewiseRationalQuadraticCouplingTransform(
-            mask, conditioner, num_bins=num_bins, tails="linear", tail_bound=tail_bound
-        )
-        _spline_identity_init(coupling, num_bins)
-        return coupling
-    raise ValueError(f"unknown coupling {kind!r}; choose one of {', '.join(COUPLINGS)}")
-
-
-def make_coupling(
-    kind: str,
-    features: int,
-    even: bool,
-    hidden_features: int,
-    hidden_layers: int = 2,
-    context_features: int = 0,
-    num_bins: int = 8,
-    tail_bound: float = 4.0,
-    conditioner: str = "mlp",
-    kan_grid: int = 5,
-) -> Transform:
-    """One coupling layer over ``(N, features)`` rows with an MLP or a KAN conditioner
-    (``kan_grid``: the KAN's spline intervals)."""
+def coupling_layer(spec: CouplingSpec, features: int, even: bool) -> Transform:
+    """The coupling ``spec`` describes over ``features`` (dim 1, or the channels of images),
+    transforming the half that :func:`alternating_mask` ``(features, even)`` marks."""
     if features < 2:
         raise ValueError(f"a coupling needs at least 2 features, got {features}")
-    if conditioner not in CONDITIONERS:
-        raise ValueError(f"unknown conditioner {conditioner!r}; choose one of "
-                         f"{', '.join(CONDITIONERS)}")
-    from mixerflow.transforms.kan import KANConditioner  # kan.py builds on this module
+    mask = alternating_mask(features, even)
 
-    def network(in_features: int, out_features: int) -> nn.Module:
-        if conditioner == "kan":
-            return KANConditioner(in_features, out_features, hidden_features, hidden_layers,
-                                  context_features, kan_grid)
-        return MLPConditioner(
-            in_features, out_features, hidden_features, hidden_layers, context_features
-        )
+    def conditioner(in_features: int, out_features: int):
+        return make_conditioner(spec.conditioner, in_features, out_features)
 
-    return coupling_layer(kind, alternating_mask(features, even), network, num_bins, tail_bound)
+    if spec.kind == "affine":
+        return BoundedAffineCoupling(mask, conditioner)
+    if spec.kind == "additive":
+        return AdditiveCouplingTransform(mask, conditioner)
+    if spec.kind == "rq-spline":
+        coupling = PiecewiseRationalQuadraticCouplingTransform(
+            mask, conditioner, num_bins=spec.num_bins, tails="linear",
+            tail_bound=spec.tail_bound)
+        _spline_identity_init(coupling, spec.num_bins)
+        return coupling
+    raise ValueError(f"unknown coupling {spec.kind!r}; choose one of {', '.join(COUPLINGS)}")
 
 
 def _spline_identity_init(coupling: Transform, num_bins: int) -> None:

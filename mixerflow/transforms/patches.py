@@ -4,7 +4,7 @@ permutation (log-det 0)."""
 import torch
 from nflows.transforms.base import Transform
 
-from mixerflow.errors import UserError
+from mixerflow.core.errors import UserError
 
 
 def _zero_logdet(inputs: torch.Tensor) -> torch.Tensor:

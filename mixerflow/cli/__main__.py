@@ -1,0 +1,3 @@
+from mixerflow.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""What several commands share: the flags they all spell alike, and the checks of their
+values (one-line errors before any work)."""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from mixerflow.core.errors import UserError
+from mixerflow.data.images import Splits
+from mixerflow.data.sources import DataConfig
+from mixerflow.data.splits import load_splits
+
+OVERRIDES_EPILOG = ("Any further key.sub=value arguments override every config (a model key "
+                    "the configs of the kinds that have it).")
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", help="folder with local data (else $MIXERFLOW_DATA, "
+                        "else ./data); for a trained run, where its data lies now")
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "cpu") -> None:
+    parser.add_argument("--device", default=default, help="auto | cpu | cuda | cuda:N")
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's ``key=value`` overrides, with ``--data-root`` as one of them."""
+    extra = [f"data.root={args.data_root}"] if getattr(args, "data_root", None) else []
+    return [*args.overrides, *extra]
+
+
+def splits_of(data_cfg: DataConfig, args: argparse.Namespace) -> Splits:
+    """The splits of a trained run's (or an embeddings file's) data; ``--data-root`` says
+    where that data lies now."""
+    if args.data_root:
+        data_cfg = dataclasses.replace(data_cfg, root=str(Path(args.data_root).absolute()))
+    return load_splits(data_cfg)
+
+
+def at_least(args: argparse.Namespace, minimum: int, *flags: str) -> None:
+    """Each of ``flags`` (argument names) that is set must be at least ``minimum``."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < minimum:
+            name = "--" + flag.replace("_", "-")
+            raise UserError(f"{name} must be at least {minimum}, got {value}")
+
+
+def choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """A comma list of ``allowed`` words, e.g. ``fp32,bf16``."""
+    chosen = tuple(word.strip() for word in text.split(","))
+    unknown = [word for word in chosen if word not in allowed]
+    if unknown or not chosen:
+        raise UserError(f"{flag} takes a comma list of {', '.join(allowed)}; got {text!r}")
+    return chosen
+
+
+def numbers(text: str, kind: type, option: str) -> list:
+    """``"0.5,0.7"`` -> ``[0.5, 0.7]``: distinct values of ``kind``, else a UserError."""
+    noun = "integers" if kind is int else "numbers"
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated {noun}, got {text!r}") from None
+    if not values or len(set(values)) != len(values):
+        raise UserError(f"{option} must list distinct {noun}, got {text!r}")
+    return values

@@ -1,0 +1,55 @@
+"""``mixerflow prepare``: convert a data set once into a memory-mapped store."""
+
+import argparse
+from pathlib import Path
+
+from mixerflow.cli import common
+from mixerflow.core.errors import UserError
+from mixerflow.data import store
+from mixerflow.data.sources import DataConfig, data_root, find_source, prepare_streams, source_names
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "prepare", help="convert a data set once into a memory-mapped store (large data sets)",
+        description="Write train/test images and labels as .npy files that training maps "
+        "instead of loading (data.name=store:DIR, or imagenet32 / imagenet64 under the data "
+        "root), with sha256 checksums in meta.json.")
+    parser.add_argument("source", nargs="?", help=f"the data set: {source_names()}")
+    parser.add_argument("--src", help="imagenet32/64: folder of train_data_batch_*.npz and "
+                        "val_data.npz")
+    parser.add_argument("--out", help="store folder (imagenet32/64: default DATA_ROOT/<name>)")
+    parser.add_argument("--image-size", type=int, help="folder:DIR only: resize to this size")
+    parser.add_argument("--verify", metavar="STORE", help="instead: check a store's checksums")
+    common.add_data_root(parser)
+    common.add_no_progress(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    common.at_least(args, 2, "image_size")
+    show = not args.no_progress
+    if args.verify:
+        store.verify_store(Path(args.verify), show_progress=show)
+        print(f"{args.verify}: every file matches its sha256")
+        return
+    if not args.source:
+        raise UserError("prepare needs a SOURCE (imagenet32, imagenet64, cifar10, folder:DIR "
+                        "…) or --verify STORE")
+    source, _ = find_source(args.source)
+    if source.prepared:
+        out = Path(args.out or data_root(args.data_root) / args.source)
+    elif not args.out:
+        raise UserError(f"prepare {args.source} needs --out, the store folder to write")
+    else:
+        out = Path(args.out)
+    data_cfg = DataConfig(name=args.source, root=args.data_root, image_size=args.image_size)
+    splits, num_levels = prepare_streams(data_cfg, Path(args.src) if args.src else None)
+    meta = store.write_store(out, args.source, splits, num_levels, show_progress=show)
+    for name, info in meta["splits"].items():
+        print(f"{name}: {info['count']} images {tuple(info['shape'])}, sha256 "
+              f"{info['sha256'][f'{name}_images.npy'][:16]}…")
+    named = source.prepared and out.name == args.source
+    use = f"data.name={args.source} --data-root {out.parent}" if named \
+        else f"data.name=store:{out}"
+    print(f"store written to {out}; train with {use}")

@@ -1,0 +1,80 @@
+"""``mixerflow sample``: sample grids at one or several temperatures, reconstructions and
+latent interpolations of test images."""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mixerflow.cli import common
+from mixerflow.core.errors import UserError
+from mixerflow.core.files import atomic_write, writable
+from mixerflow.models.flow import ImageFlow
+from mixerflow.tools import sampling
+from mixerflow.training.checkpoint import load_checkpoint
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("sample",
+                                 help="sample grids, reconstructions, interpolations")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--n", type=int, default=64, help="samples per temperature")
+    parser.add_argument("--temperature", default="0.7", help="one or several, e.g. 0.5,0.7,1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint); "
+                        "several temperatures add _t<T> to its name")
+    parser.add_argument("--npy", action="store_true", help="also save the uint8 images (.npy)")
+    parser.add_argument("--reconstruct", type=int, metavar="N",
+                        help="encode and decode N test images; report the max pixel error")
+    parser.add_argument("--interpolate", type=int, metavar="ROWS",
+                        help="ROWS latent slerps between pairs of test images")
+    parser.add_argument("--interpolation-steps", type=int, default=10)
+    common.add_data_root(parser)
+    common.add_device(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    common.at_least(args, 1, "n", "batch_size", "reconstruct", "interpolate")
+    common.at_least(args, 2, "interpolation_steps")
+    temperatures = common.numbers(args.temperature, float, "--temperature")
+    if min(temperatures) < 0:
+        raise UserError(f"--temperature must be at least 0, got {args.temperature}")
+    flow = load_checkpoint(args.checkpoint, args.device)
+    out = writable(Path(args.out or Path(args.checkpoint).with_name("samples.png")))
+    test = None
+    if args.reconstruct or args.interpolate:  # the test images first: a failure shows early
+        test = common.splits_of(flow.config.data, args).test
+        needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
+        if needed > len(test):
+            raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
+    for temperature in temperatures:
+        path = out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{temperature:g}.png")
+        _samples(flow, args, temperature, path)
+    if args.reconstruct:
+        path = out.with_name(f"{out.stem}_reconstruct.png")
+        error = sampling.save_reconstructions(flow, test.images[: args.reconstruct],
+                                              args.batch_size, path)
+        print(f"reconstruction of {args.reconstruct} test images: max pixel error {error} "
+              f"-> {path}")
+    if args.interpolate:
+        path = out.with_name(f"{out.stem}_interpolate.png")
+        sampling.save_interpolations(flow, test.images, args.interpolate,
+                                     args.interpolation_steps, path)
+        print(f"{args.interpolate} latent interpolations between test images -> {path}")
+
+
+def _samples(flow: ImageFlow, args: argparse.Namespace, temperature: float, path: Path) -> None:
+    """``args.n`` samples at ``temperature``: a grid at ``path`` (and the array, ``--npy``)."""
+    start = time.perf_counter()
+    images = sampling.draw_samples(flow, args.n, temperature, args.batch_size, args.seed)
+    seconds = time.perf_counter() - start
+    sampling.save_grid(images, flow.num_levels, path)
+    if args.npy:
+        atomic_write(path.with_suffix(".npy"), lambda file: np.save(file, images.numpy()))
+    shown = "" if args.n <= sampling.GRID_LIMIT else f" (the grid shows the first " \
+        f"{sampling.GRID_LIMIT}{'' if args.npy else '; --npy saves all'})"
+    print(f"{args.n} samples at temperature {temperature:g} -> {path}{shown} "
+          f"({args.n / seconds:.0f} samples/s)")

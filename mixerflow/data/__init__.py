@@ -1,0 +1,1 @@
+"""Image data: sources by name (the registry), splits, memory-mapped stores, batches."""

@@ -1,0 +1,53 @@
+"""Causal Transformer layers on token sequences ``(B, T, C)``, with a key/value cache for
+generating one position at a time: the conditioner network of the attention flow."""
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention on ``(B, T, C)``, each position seeing itself and those before.
+
+    With a ``cache`` (a dict, empty at first) the inputs are the next positions after those
+    the cache holds: their keys and values are appended, and they attend to all of them.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        # no bias: a key bias adds the same q·b to every logit of a row, which softmax
+        # ignores (its gradient is rounding noise, which Adam would turn into steps of lr)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, hidden: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        batch, length, width = hidden.shape
+        q, k, v = (part.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
+                   for part in self.qkv(hidden).split(width, dim=2))
+        if cache is not None and "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        if cache is not None:
+            cache["k"], cache["v"] = k, v
+        causal = length > 1  # a single new position may see every cached one
+        if causal and k.shape[2] != length:
+            raise ValueError("a cached attention step takes one new position at a time")
+        mixed = functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.proj(mixed.transpose(1, 2).reshape(batch, length, width))
+
+
+class AttentionLayer(nn.Module):
+    """Pre-norm Transformer layer on ``(B, T, C)``: causal attention, then an MLP of
+    ``mlp_width`` hidden units."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.GELU(),
+                                 nn.Linear(mlp_width, width))
+
+    def forward(self, hidden: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        hidden = hidden + self.attention(self.attention_norm(hidden), cache)
+        return hidden + self.mlp(self.mlp_norm(hidden))

@@ -1,0 +1,107 @@
+"""Checkpoints: a dict of tensors and plain values, written atomically, read weights-only."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixerflow.core.errors import UserError
+from mixerflow.core.files import atomic_write
+from mixerflow.models.flow import ImageFlow, build_model
+from mixerflow.models.kind import MODEL_KINDS, model_keys
+from mixerflow.training.config import Config, config_from_dict
+
+FORMAT = "mixerflow-checkpoint-v1"
+MODEL_KEYS = ("config", "image_shape", "num_levels", "model")  # what rebuilds the flow
+TRAINING_KEYS = ("optimizer", "step", "elapsed", "rng")  # what a resume needs beside it
+
+
+def save_checkpoint(path: Path, flow: ImageFlow, cfg: Config, **training_state: Any) -> None:
+    """Write the model, its config and data shape, plus any training state (optimizer, step…)."""
+    payload = {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "image_shape": list(flow.image_shape),
+        "num_levels": flow.num_levels,
+        "model": flow.state_dict(),
+        **training_state,
+    }
+    atomic_write(Path(path), lambda file: torch.save(payload, file))
+
+
+def read_checkpoint(path: str | Path, keys: tuple[str, ...] = MODEL_KEYS) -> dict[str, Any]:
+    """The raw checkpoint dict, tensors on the CPU; a missing, corrupt or foreign file, or
+    one that lacks any of ``keys``, is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files
+        text = str(err)
+        if "Unsupported global" in text:  # never pass on torch's advice to unpickle it anyway
+            raise UserError(f"{str(path)!r} is not a mixerflow checkpoint: it holds Python "
+                            "objects beyond tensors and plain values, and is not loaded") from None
+        reason = text.splitlines()[0] if text else type(err).__name__
+        if "Weights only load failed" in text:
+            detail = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
+            reason = f"unpickling failed: {detail[0] if detail else 'unreadable'}"
+        message = f"checkpoint {str(path)!r} is corrupt or not a torch file ({reason})"
+        raise UserError(message) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{str(path)!r} is not a mixerflow checkpoint")
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise UserError(f"checkpoint {str(path)!r} is damaged: it lacks "
+                        f"{', '.join(repr(key) for key in missing)}")
+    return payload
+
+
+def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[ImageFlow, Config]:
+    """Rebuild the model of a checkpoint dict (on the CPU) and load its weights; a
+    checkpoint whose parts do not fit together is a :class:`UserError` naming ``path``."""
+    shape, levels = payload["image_shape"], payload["num_levels"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(
+            type(side) is int and side > 0 for side in shape)
+            and type(levels) is int and levels >= 2):
+        raise UserError(f"checkpoint {str(path)!r} is damaged: image_shape {shape!r} or "
+                        f"num_levels {levels!r} is not a valid image description")
+    try:
+        cfg = config_from_dict(upgrade_config_dict(payload["config"]))
+    except UserError as err:
+        raise UserError(f"checkpoint {str(path)!r} holds a config that does not load: "
+                        f"{err}") from None
+    flow = build_model(cfg.model, tuple(shape), levels, cfg.data.permute_pixels)
+    state = payload["model"]
+    upgrade = MODEL_KINDS[cfg.model.kind].upgrade_state  # weights renamed since they were saved
+    if upgrade is not None and isinstance(state, dict):
+        state = upgrade(state)
+    try:
+        flow.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"checkpoint {str(path)!r} is damaged: its weights do not fit its "
+                        f"model ({reason})") from None
+    return flow, cfg
+
+
+def upgrade_config_dict(tree: Any) -> Any:
+    """A config saved before each model kind had its own keys (it held every kind's keys,
+    and ``couplings`` for ``coupling_layers``) -> today's form; others pass unchanged."""
+    if not isinstance(tree, dict) or not isinstance(tree.get("model"), dict):
+        return tree
+    model = dict(tree["model"])
+    if "couplings" in model and "coupling_layers" not in model:
+        model["coupling_layers"] = model.pop("couplings")
+    kind = model.get("kind")
+    if isinstance(kind, str) and kind in MODEL_KINDS:  # other kinds' keys were never read
+        own, every = model_keys(kind), model_keys()
+        model = {k: v for k, v in model.items() if k in own or k not in every}
+    return {**tree, "model": model}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ImageFlow:
+    """Load a trained :class:`ImageFlow` in eval mode; its run config is ``flow.config``."""
+    flow, cfg = flow_from_checkpoint(read_checkpoint(path), path)
+    flow.config = cfg
+    return flow.to(device).eval()
