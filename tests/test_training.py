@@ -10,7 +10,7 @@ from mixerflow import evaluate_bpd, load_checkpoint, load_config, load_splits, t
 from mixerflow.core.errors import UserError
 from mixerflow.models import build_model
 from mixerflow.training.lifecycle import RunLock
-from mixerflow.training.loop import Progress
+from mixerflow.training.start import Progress
 from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer
 
 SMALL = [

@@ -20,7 +20,7 @@ from nflows.transforms.reshape import SqueezeTransform
 
 from mixerflow.core import schema
 from mixerflow.core.errors import UserError
-from mixerflow.models.kind import ImageTransform, ModelConfig, layer_index, register_model
+from mixerflow.models.kind import ImageTransform, ModelConfig, layer_index
 from mixerflow.nn.conditioners import ConditionerSpec
 from mixerflow.transforms.coupling import CouplingSpec, coupling_layer
 from mixerflow.transforms.flow_layer import FlowLayer
@@ -128,6 +128,3 @@ class Glow(ImageTransform):
         if pool == "per_level":
             return torch.cat([level.mean(dim=(2, 3)) for level in levels], dim=1)
         return torch.cat([level.reshape(level.shape[0], -1) for level in levels], dim=1)
-
-
-register_model(GlowConfig, Glow)

@@ -17,7 +17,7 @@ from nflows.transforms.base import Transform
 
 from mixerflow.core import schema
 from mixerflow.core.errors import UserError
-from mixerflow.models.kind import ModelConfig, register_model
+from mixerflow.models.kind import ModelConfig
 from mixerflow.models.stack import BlockStack, patches_for
 from mixerflow.nn.conditioners import CONDITIONERS, ConditionerSpec
 from mixerflow.transforms.autoregressive import maf_layer
@@ -163,6 +163,3 @@ def upgrade_state_dict(state: dict) -> dict:
             key = f"transform.blocks.{block}.{part}.{rest}"
         upgraded[key] = value
     return upgraded
-
-
-register_model(MixerFlowConfig, MixerFlow, upgrade_state_dict)

@@ -14,7 +14,7 @@ import torch
 from nflows.transforms.base import Transform
 
 from mixerflow.core import schema
-from mixerflow.models.kind import ModelConfig, register_model
+from mixerflow.models.kind import ModelConfig
 from mixerflow.models.stack import BlockStack, patches_for
 from mixerflow.transforms.autoregressive import AutoregressiveAffine
 from mixerflow.transforms.patches import Patchify
@@ -93,6 +93,3 @@ class TarFlow(BlockStack):
             for k in range(cfg.blocks)
         ]
         return cls(blocks, patchify)
-
-
-register_model(TarFlowConfig, TarFlow)

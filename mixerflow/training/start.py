@@ -1,0 +1,135 @@
+"""What a run starts from: its run folder, claimed, and a fresh model (ActNorm initialised)
+or the model, optimiser and random streams of its checkpoint."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mixerflow.core.errors import UserError
+from mixerflow.data.images import Splits
+from mixerflow.data.sampler import BatchSampler
+from mixerflow.models.flow import ImageFlow, build_model
+from mixerflow.models.sizing import check_model_fits
+from mixerflow.training.checkpoint import (
+    MODEL_KEYS,
+    TRAINING_KEYS,
+    flow_from_checkpoint,
+    read_checkpoint,
+)
+from mixerflow.training.config import Config
+from mixerflow.training.distributed import Distributed
+from mixerflow.training.lifecycle import RunLock
+from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer, use_fused_adam
+
+WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resumes
+SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size"}}  # None: every key
+
+
+@dataclass
+class Progress:
+    """How far a run has come; saved in every checkpoint."""
+
+    step: int = 0
+    elapsed: float = 0.0  # seconds spent in training steps (evaluation excluded)
+    lr_scale: float = 1.0  # halved at each roll-back after a run of non-finite steps
+    rollbacks: int = 0
+
+    def done(self, cfg: Config) -> bool:
+        budget = cfg.train.max_minutes
+        out_of_time = budget is not None and self.elapsed >= 60 * budget
+        return self.step >= cfg.train.steps or out_of_time
+
+
+@dataclass
+class Start:
+    """The model, its optimiser step, the batch stream and the progress a run starts from."""
+
+    flow: ImageFlow
+    step: TrainStep
+    batches: BatchSampler
+    progress: Progress
+
+
+def claim_run_folder(cfg: Config, resume: bool, world: Distributed) -> RunLock | None:
+    """Lock the run folder (main rank) and check it suits a new run or a resume; a refusal
+    reaches every rank."""
+    run_dir = Path(cfg.log.out_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    lock, error = None, None
+    if world.world_size > 1 and cfg.train.batch_size % world.world_size:
+        error = (f"config key 'train.batch_size' ({cfg.train.batch_size}) is the global batch "
+                 f"and must divide evenly among the {world.world_size} processes")
+    elif world.is_main:
+        try:
+            lock = RunLock(run_dir)
+            lock.acquire()
+            if ckpt_path.exists() and not resume:
+                raise UserError(f"{ckpt_path} already exists; pass --resume to continue that "
+                                "run or set log.out_dir=... for a new one")
+            if resume and not ckpt_path.exists():
+                raise UserError(f"--resume: no checkpoint at {ckpt_path}")
+        except UserError as err:
+            error = str(err)
+            if lock is not None:
+                lock.release()
+    error = world.first_error(error)
+    if error:
+        raise UserError(error)
+    return lock
+
+
+def start(cfg: Config, resume: bool, splits: Splits, world: Distributed) -> Start:
+    """A fresh model with its ActNorm initialised, or (``resume``) the run folder's checkpoint."""
+    path = Path(cfg.log.out_dir) / "checkpoint.pt"
+    if not resume:
+        return _with_optimiser(cfg, _fresh_model(cfg, splits, world.device), splits, world)
+    payload = read_checkpoint(path, MODEL_KEYS + TRAINING_KEYS)
+    flow, saved_cfg = flow_from_checkpoint(payload, path)
+    _check_same_run(cfg, saved_cfg, path)
+    started = _with_optimiser(cfg, flow.to(world.device), splits, world)
+    try:
+        started.step.optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"])
+        if "step_state" in payload:  # checkpoints before the device-side generators lack these
+            started.step.load_state_dict(payload["step_state"])
+            started.batches.load_state_dict(payload["batch_state"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise UserError(f"--resume: {path} is damaged: its training state does not "
+                        f"load ({' '.join(str(err).split())[:200]})") from None
+    use_fused_adam(started.step.optimizer)
+    started.progress = Progress(payload["step"], payload["elapsed"],
+                                payload.get("lr_scale", 1.0), payload.get("rollbacks", 0))
+    return started
+
+
+def _fresh_model(cfg: Config, splits: Splits, device: torch.device) -> ImageFlow:
+    """Every rank initialises from the same images; DDP then broadcasts rank 0's."""
+    check_model_fits(cfg.model, splits.image_shape, device)
+    flow = build_model(cfg.model, splits.image_shape, splits.num_levels,
+                       cfg.data.permute_pixels).to(device)
+    initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
+    return flow
+
+
+def _with_optimiser(cfg: Config, flow: ImageFlow, splits: Splits, world: Distributed) -> Start:
+    t = cfg.train
+    optimizer = make_optimizer(flow, t.lr, t.weight_decay)
+    inject = (t.inject_nan_every, t.inject_nan_steps) if t.inject_nan_every else None
+    step = TrainStep(flow, optimizer, device=world.device, precision=t.precision,
+                     grad_clip=t.grad_clip, compile=t.compile, seed=t.seed, world=world,
+                     inject_nan=inject)
+    batches = BatchSampler(splits.train.images, t.batch_size, world.device, seed=t.seed + 1,
+                           part=world.part)
+    return Start(flow, step, batches, Progress())
+
+
+def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
+    for section, keys in SAME_RUN_KEYS.items():
+        ours, theirs = getattr(cfg, section).__dict__, getattr(saved, section).__dict__
+        for key in (keys or ours.keys()) - WHERE_NOT_WHAT:
+            if ours[key] != theirs[key]:
+                raise UserError(
+                    f"--resume: {section}.{key} is {ours[key]!r} but {path} was trained "
+                    f"with {theirs[key]!r}"
+                )
