@@ -1,5 +1,6 @@
-"""The ``mixerflow`` command: train, evaluate, sample, embed, probe, compare, bench,
-campaign and prepare, one module each (its flags beside its handler).
+"""The mixerflow command: train, evaluate, sample, embed, probe, compare, bench and more.
+
+One module per command, its flags beside its handler.
 
 User mistakes (:class:`~mixerflow.core.errors.UserError`) print one ``error: ...`` line and
 exit with status 2.

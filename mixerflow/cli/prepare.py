@@ -34,8 +34,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"{args.verify}: every file matches its sha256")
         return
     if not args.source:
-        raise UserError("prepare needs a SOURCE (imagenet32, imagenet64, cifar10, folder:DIR "
-                        "…) or --verify STORE")
+        raise UserError(f"prepare needs a SOURCE ({source_names()}) or --verify STORE")
     source, _ = find_source(args.source)
     if source.prepared:
         out = Path(args.out or data_root(args.data_root) / args.source)

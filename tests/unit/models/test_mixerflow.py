@@ -1,7 +1,6 @@
 import pytest
 import torch
 from nflows.transforms.base import CompositeTransform, InverseTransform
-from test_training import SMALL, untrained_test_bpd
 
 from flowcheck import DEVICES, assert_exact_on, perturb
 from mixerflow import train
@@ -10,8 +9,7 @@ from mixerflow.models import MixerFlow, build_model
 from mixerflow.models.mixerflow import upgrade_state_dict
 from mixerflow.training.config import load_config
 from mixerflow.transforms.patches import Transpose
-
-TINY = ["model.blocks=2", "model.channel_hidden=8", "model.patch_hidden=8", "model.num_bins=4"]
+from support import SMALL, TINY, untrained_test_bpd
 
 CONFIGS = [
     ((1, 4, 4), ["model.patch_size=2"]),
@@ -33,7 +31,7 @@ CONFIGS = [
 
 
 def tiny_flow(image_shape, overrides, num_levels=256):
-    cfg = load_config(None, TINY + overrides)
+    cfg = load_config(None, TINY["mixerflow"] + overrides)
     flow = build_model(cfg.model, image_shape, num_levels)
     return perturb(flow.eval(), scale=0.1)
 
@@ -54,7 +52,7 @@ def test_encode_decode_gives_the_images_back(image_shape, overrides):
 @pytest.mark.parametrize("variant", ["model.conditioner=mlp", "model.conditioner=kan",
                                      "model.channel_mixing=maf"])
 def test_fresh_mixerflow_is_the_identity(variant):
-    cfg = load_config(None, TINY + ["model.patch_size=2", variant])
+    cfg = load_config(None, TINY["mixerflow"] + ["model.patch_size=2", variant])
     transform = MixerFlow.from_config(cfg.model, (3, 4, 4)).eval()
     y = torch.randn(2, 3, 4, 4)
     z, logdet = transform(y)
@@ -63,7 +61,7 @@ def test_fresh_mixerflow_is_the_identity(variant):
 
 
 def test_channel_mixing_weights_do_not_grow_with_the_number_of_patches():
-    cfg = load_config(None, TINY + ["model.patch_size=2"])
+    cfg = load_config(None, TINY["mixerflow"] + ["model.patch_size=2"])
 
     def channel_mixing_params(size):
         block = MixerFlow.from_config(cfg.model, (1, size, size)).blocks[0]
@@ -73,7 +71,7 @@ def test_channel_mixing_weights_do_not_grow_with_the_number_of_patches():
 
 
 def test_odd_blocks_shift_by_half_a_patch():
-    cfg = load_config(None, TINY + ["model.patch_size=2"])
+    cfg = load_config(None, TINY["mixerflow"] + ["model.patch_size=2"])
     blocks = MixerFlow.from_config(cfg.model, (1, 4, 4)).blocks
     assert blocks[0].shift is None and blocks[1].shift.shift == 1
     cfg.model.shift = False
@@ -84,8 +82,8 @@ def test_odd_blocks_shift_by_half_a_patch():
 def test_a_block_equals_the_nflows_composite_of_its_parts_and_old_keys_load(shift):
     """The chain MixerFlow was built as before its blocks had names: same outputs, and its
     numbered state-dict keys upgrade to the named ones."""
-    cfg = load_config(None, TINY + ["model.patch_size=2", "model.position_context=true",
-                                    f"model.shift={str(shift).lower()}"])
+    cfg = load_config(None, [*TINY["mixerflow"], "model.patch_size=2",
+                             "model.position_context=true", f"model.shift={str(shift).lower()}"])
     flow = perturb(build_model(cfg.model, (1, 4, 4), 256).eval(), scale=0.1)
     block = flow.transform.blocks[1]
     parts = [block.patchify, block.channel_mixing, Transpose(), block.patch_mixing, Transpose(),

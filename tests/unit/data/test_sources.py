@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_bad_inputs import mnist_files
 
 from mixerflow.core.errors import UserError
 from mixerflow.data.splits import load_splits
 from mixerflow.training.config import load_config
+from support import mnist_files
 
 
 def splits_for(*overrides):

@@ -4,12 +4,10 @@ are in test_bad_inputs.py)."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]
+from support import QUICK, ROOT
 
 
 def test_the_size_check_leaves_the_random_state_alone():

@@ -7,6 +7,7 @@ import torch
 from nflows.transforms.base import CompositeTransform, InverseTransform, Transform
 from nflows.transforms.standard import IdentityTransform
 
+from flowcheck import assert_invertible, assert_logdet_matches_jacobian
 from mixerflow.models.flow import ImageFlow
 from mixerflow.transforms.preprocess import Logit, bits_per_dim
 
@@ -68,3 +69,9 @@ def test_uniform_dequantization_bound_is_seeded():
     b = flow.bpd(images, generator=torch.Generator().manual_seed(1))
     c = flow.bpd(images, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_logit_is_invertible_with_exact_logdet():
+    inputs = torch.rand(3, 2, 2, 2)
+    assert_invertible(Logit(0.05), inputs, atol=1e-5)
+    assert_logdet_matches_jacobian(Logit(0.05), inputs)

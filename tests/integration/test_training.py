@@ -11,28 +11,13 @@ from mixerflow.core.errors import UserError
 from mixerflow.models import build_model
 from mixerflow.training.lifecycle import RunLock
 from mixerflow.training.start import Progress
-from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer
-
-SMALL = [
-    "data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",
-    "model.channel_hidden=32", "model.patch_hidden=32", "train.batch_size=64",
-    "train.lr=0.002", "train.warmup_steps=20", "train.eval_every=100",
-    "train.init_batch_size=500", "log.num_samples=4",
-]
+from mixerflow.training.step import TrainStep, make_optimizer
+from support import SMALL, untrained_test_bpd
 
 
 def run(tmp_path, name, *overrides, resume=False):
     cfg = load_config(None, [*SMALL, f"log.out_dir={tmp_path / name}", *overrides])
     return cfg, train(cfg, resume=resume, show_progress=False)
-
-
-def untrained_test_bpd(cfg) -> float:
-    """Test bits/dim of the model ``cfg`` describes, right after ActNorm's init."""
-    splits = load_splits(cfg.data)
-    torch.manual_seed(cfg.train.seed)
-    flow = build_model(cfg.model, splits.image_shape, splits.num_levels)
-    initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, "cpu")
-    return evaluate_bpd(flow, splits.test, cfg.train.eval_batch_size)[0]
 
 
 def test_training_on_digits_lowers_test_bpd(tmp_path):

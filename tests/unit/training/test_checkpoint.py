@@ -3,14 +3,14 @@ before the package was re-laid in layers) load, evaluate to the bits/dim they ha
 draw the same samples from the same seed."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 import mixerflow
+from support import TESTS
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
+FIXTURES = TESTS / "fixtures" / "checkpoints"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 
 

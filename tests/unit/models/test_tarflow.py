@@ -3,7 +3,6 @@ start, causality, the KV-cached inverse, embeddings per block, and learning the 
 
 import pytest
 import torch
-from test_training import untrained_test_bpd
 
 from flowcheck import DEVICES, assert_exact_on, perturb
 from mixerflow import train
@@ -11,12 +10,11 @@ from mixerflow.core.errors import UserError
 from mixerflow.models import TarFlow, build_model
 from mixerflow.training.config import load_config
 from mixerflow.transforms.autoregressive import AutoregressiveAffine
-
-TINY = ["model.kind=tarflow", "model.width=8", "model.heads=2", "model.blocks=2"]
+from support import TINY, untrained_test_bpd
 
 
 def tiny_flow(image_shape, overrides=()):
-    cfg = load_config(None, [*TINY, *overrides])
+    cfg = load_config(None, [*TINY["tarflow"], *overrides])
     return perturb(build_model(cfg.model, image_shape, 256).eval(), scale=0.1)
 
 
@@ -37,7 +35,7 @@ def test_encode_decode_gives_the_images_back():
 
 
 def test_a_fresh_tarflow_is_the_identity():
-    cfg = load_config(None, [*TINY, "model.patch_size=2"])
+    cfg = load_config(None, [*TINY["tarflow"], "model.patch_size=2"])
     y = torch.randn(2, 3, 4, 4)
     z, logdet = TarFlow.from_config(cfg.model, (3, 4, 4)).eval()(y)
     assert torch.allclose(z, y, atol=1e-6)

@@ -6,7 +6,6 @@ and nothing left behind beside the case's own damaged inputs. Damaged data, conf
 checkpoints and embeddings are small generated files.
 """
 
-import gzip
 import hashlib
 import json
 import os
@@ -23,9 +22,8 @@ from mixerflow import load_config, train
 from mixerflow.cli import main
 from mixerflow.training import distributed
 from mixerflow.training.lifecycle import RunLock
+from support import QUICK, ROOT, mnist_files
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress"]
 TRAIN = ["train", *QUICK, "log.out_dir={tmp}/run"]
 CKPT = "{world}/run/checkpoint.pt"
 
@@ -90,34 +88,6 @@ def image_folder(damage: str) -> Callable:
                 png.unlink()
             for folder in sorted((root / "test").rglob("*"), reverse=True) + [root / "test"]:
                 folder.rmdir()
-    return make
-
-
-def mnist_files(damage: str) -> Callable:
-    """tmp/MNIST/raw with 2 images of 4x4 per split, damaged one way."""
-    def make(tmp, world, monkeypatch):
-        raw = tmp / "MNIST" / "raw"
-        raw.mkdir(parents=True)
-        header = {"images": b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 4, 4)),
-                  "labels": b"\x00\x00\x08\x01" + (2).to_bytes(4, "big")}
-        for prefix in ("train", "t10k"):
-            for kind, count, body in (("images", 3, bytes(32)), ("labels", 1, bytes(2))):
-                data = header[kind] + body
-                if damage == "truncated" and kind == "images":
-                    data = data[:-3]
-                if damage == "not idx":
-                    data = b"<html>404 not found</html>"
-                if damage == "labels count" and kind == "labels" and prefix == "t10k":
-                    data = b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes(3)
-                (raw / f"{prefix}-{kind}-idx{count}-ubyte").write_bytes(data)
-        if damage == "bad gzip":
-            (raw / "train-images-idx3-ubyte").unlink()
-            (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
-        if damage == "truncated gzip":
-            image_file = raw / "train-images-idx3-ubyte"
-            packed = gzip.compress(image_file.read_bytes())
-            image_file.unlink()
-            (raw / "train-images-idx3-ubyte.gz").write_bytes(packed[:-8])
     return make
 
 

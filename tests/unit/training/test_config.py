@@ -1,10 +1,10 @@
-from pathlib import Path
 
 import pytest
 
 from mixerflow.training.config import Config, config_from_dict, load_config
+from support import ROOT
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

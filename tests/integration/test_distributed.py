@@ -26,15 +26,12 @@ from mixerflow.models import build_model
 from mixerflow.training import distributed
 from mixerflow.training.evaluate import evaluate_bpd
 from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer
+from support import ENV, ROOT, SMALL, wait_for_step
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["data.name=digits", "data.val_size=137", "model.patch_size=2", "model.blocks=2",
-         "model.channel_hidden=32", "model.patch_hidden=32", "train.batch_size=64",
-         "train.init_batch_size=500", "log.num_samples=4", "train.device=cpu",
-         "log.wandb=disabled", "train.threads=1"]
+ONE_THREAD = ["train.device=cpu", "log.wandb=disabled", "train.threads=1"]
+SMALL = [*SMALL, *ONE_THREAD]
 QUICKSTART = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progress",
               "log.wandb=disabled", "train.threads=1"]
-ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
 def train_a_few_steps(out: Path, steps: int = 4) -> None:
@@ -142,18 +139,6 @@ def test_torchrun_with_one_process_trains_as_a_plain_process(tmp_path, device):
     assert grouped["processes"] == 1 and grouped["step"] == plain["step"] == 200
     assert grouped["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
     assert abs(grouped["test_bpd"] - plain["test_bpd"]) < 1e-3
-
-
-def wait_for_step(metrics: Path, step: int, process: subprocess.Popen, limit: float = 300):
-    """Block until ``metrics`` logs a training step >= ``step`` (or the process ends)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.exists():
-            lines = [json.loads(line) for line in metrics.read_text().splitlines() if line]
-            if any(r.get("step", 0) >= step and "train_bpd" in r for r in lines):
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"no step {step} in {metrics} (exit {process.poll()})")
 
 
 def test_sigterm_to_a_plain_training_process_saves_a_checkpoint_and_says_so(tmp_path):

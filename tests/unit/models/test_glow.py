@@ -7,9 +7,7 @@ from flowcheck import DEVICES, assert_exact_on, perturb
 from mixerflow.core.errors import UserError
 from mixerflow.models import Glow, build_model
 from mixerflow.training.config import load_config
-
-TINY = ["model.kind=glow", "model.steps_per_level=2", "model.hidden_channels=8",
-        "model.num_bins=4"]
+from support import TINY
 
 CONFIGS = [
     ((1, 4, 4), 1, "affine"),
@@ -24,7 +22,7 @@ CONFIGS = [
 
 
 def glow_config(levels: int, coupling: str = "affine", extra=()):
-    return load_config(None, [*TINY, f"model.levels={levels}", f"model.coupling={coupling}",
+    return load_config(None, [*TINY["glow"], f"model.levels={levels}", f"model.coupling={coupling}",
                               *extra]).model
 
 

@@ -8,8 +8,7 @@ from mixerflow import load_checkpoint, load_config
 from mixerflow.models import build_model
 from mixerflow.training.checkpoint import save_checkpoint
 from mixerflow.transforms.patches import PermutePixels
-
-TINY = ["model.patch_size=2", "model.blocks=2", "model.channel_hidden=8", "model.patch_hidden=8"]
+from support import TINY
 
 
 def test_the_permutation_is_a_seeded_bijection_of_positions_shared_by_channels():
@@ -26,8 +25,7 @@ def test_the_permutation_is_a_seeded_bijection_of_positions_shared_by_channels()
 
 
 def test_a_permuted_model_is_the_plain_model_on_permuted_images(tmp_path):
-    for kind in (TINY, ["model.kind=glow", "model.levels=2", "model.steps_per_level=2",
-                        "model.hidden_channels=8"]):
+    for kind in ([*TINY["mixerflow"], "model.patch_size=2"], [*TINY["glow"], "model.levels=2"]):
         cfg = load_config(None, [*kind, "data.permute_pixels=3"])
         permuted = perturb(build_model(cfg.model, (1, 8, 8), 17, 3).eval(), scale=0.1)
         plain = build_model(cfg.model, (1, 8, 8), 17).eval()
