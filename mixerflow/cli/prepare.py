@@ -6,7 +6,14 @@ from pathlib import Path
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
 from mixerflow.data import store
-from mixerflow.data.sources import DataConfig, data_root, find_source, prepare_streams, source_names
+from mixerflow.data.sources import (
+    SOURCES,
+    DataConfig,
+    data_root,
+    find_source,
+    prepare_streams,
+    source_names,
+)
 
 
 def add_parser(commands) -> None:
@@ -36,6 +43,12 @@ def run(args: argparse.Namespace) -> None:
     if not args.source:
         raise UserError(f"prepare needs a SOURCE ({source_names()}) or --verify STORE")
     source, _ = find_source(args.source)
+    if args.src and not source.prepared:
+        raise UserError(f"--src is for the sources prepared from batch files "
+                        f"({', '.join(n for n, s in SOURCES.items() if s.prepared)}); "
+                        f"{args.source} is read from where it lies")
+    if args.image_size and not source.resizes:
+        raise UserError(f"--image-size resizes image folders only; {args.source} keeps its size")
     if source.prepared:
         out = Path(args.out or data_root(args.data_root) / args.source)
     elif not args.out:

@@ -83,6 +83,7 @@ class Source:
     runs where the data is not). ``stream(data config, where, src)``: the splits as chunks for
     ``mixerflow prepare`` (default: loaded, then one chunk per split). ``prepared``: read
     from a store that ``prepare`` writes at ``<data root>/<name>`` from ``--src`` files.
+    ``resizes``: its images are resized to ``data.image_size`` when that is set.
     """
 
     name: str
@@ -91,6 +92,7 @@ class Source:
     takes_path: bool = False
     stream: Callable[["DataConfig", Path, Path | None], tuple[Streams, int]] | None = None
     prepared: bool = False
+    resizes: bool = False  # honours data.image_size
 
 
 SOURCES: dict[str, Source] = {}
@@ -116,16 +118,22 @@ def find_source(name: str) -> tuple[Source, Path | None]:
     raise UserError(f"config key 'data.name' must be one of {source_names()}; got {name!r}")
 
 
+def located(cfg: DataConfig) -> tuple[Source, Path]:
+    """The source ``cfg`` names and where it reads: the DIR of ``KIND:DIR``, else the data
+    root."""
+    source, path = find_source(cfg.name)
+    return source, path if path is not None else data_root(cfg.root)
+
+
 def load_train_test(cfg: DataConfig) -> Loaded:
     """Train and test sets plus the number of levels, for a :class:`DataConfig`."""
-    source, path = find_source(cfg.name)
-    return source.load(cfg, path if path is not None else data_root(cfg.root))
+    source, where = located(cfg)
+    return source.load(cfg, where)
 
 
 def prepare_streams(cfg: DataConfig, src: Path | None) -> tuple[Streams, int]:
     """The splits of ``cfg``'s data as chunks for a store, and the number of levels."""
-    source, path = find_source(cfg.name)
-    where = path if path is not None else data_root(cfg.root)
+    source, where = located(cfg)
     if source.stream is not None:
         return source.stream(cfg, where, src)
     train, test, levels = source.load(cfg, where)
@@ -268,5 +276,5 @@ register_source(_imagenet(64))
 register_source(Source("npz", lambda cfg, path: (*_npz_dir(path), 256), takes_path=True))
 register_source(Source(
     "folder", lambda cfg, path: (*_folder(path, cfg.image_size), 256), takes_path=True,
-    stream=lambda cfg, path, src: (folder_images(path, cfg.image_size), 256)))
+    stream=lambda cfg, path, src: (folder_images(path, cfg.image_size), 256), resizes=True))
 register_source(Source("store", lambda cfg, path: _store(path), takes_path=True))

@@ -76,26 +76,6 @@ def test_two_ranks_take_the_steps_of_one_process_and_evaluate_alike(tmp_path):
     assert abs(two["bpd"] - one["bpd"]) < 1e-6 and abs(two["se"] - one["se"]) < 1e-6
 
 
-def test_sharded_evaluation_sums_to_the_single_process_figure():
-    """Each rank's share of batches, summed, is the whole split: the figure of one process."""
-    cfg = load_config(None, SMALL)
-    test = load_splits(cfg.data).test
-    flow = build_model(cfg.model, (1, 8, 8), 17)
-    whole = evaluate_bpd(flow, test, 50)
-
-    class Rank(distributed.Distributed):
-        shares: list = []
-
-        def sum(self, values):
-            Rank.shares.append(values)
-            return values
-
-    parts = [evaluate_bpd(flow, test, 50, world=Rank(rank=r, world_size=3)) for r in range(3)]
-    count, total, _ = (sum(column) for column in zip(*Rank.shares, strict=True))
-    assert count == len(test) and len({p[0] for p in parts}) == 3
-    assert total / count == pytest.approx(whole[0], abs=1e-9)
-
-
 @pytest.mark.slow
 def test_torchrun_quickstart_survives_sigterm_and_matches_one_process(tmp_path):
     steps = ["train.steps=300", "train.eval_every=150", "train.checkpoint_every=150"]

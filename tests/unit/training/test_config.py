@@ -30,18 +30,3 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
 def test_round_trip_through_a_dict():
     cfg = load_config(None, ["model.coupling=rq-spline", "data.root=/x"])
     assert config_from_dict(cfg.to_dict()) == cfg
-
-
-def test_each_model_kind_has_its_own_keys_and_old_configs_upgrade():
-    from mixerflow.models import GlowConfig, MixerFlowConfig
-    from mixerflow.training.checkpoint import upgrade_config_dict
-
-    mixer, glow = load_config(None), load_config(None, ["model.kind=glow"])
-    assert isinstance(mixer.model, MixerFlowConfig) and isinstance(glow.model, GlowConfig)
-    assert "levels" not in mixer.to_dict()["model"] and "blocks" not in glow.to_dict()["model"]
-    # before per-kind sections a saved config held every kind's keys, and "couplings"
-    old = mixer.to_dict()
-    old["model"] = {**glow.to_dict()["model"], **old["model"], "couplings": 3}
-    del old["model"]["coupling_layers"]
-    upgraded = config_from_dict(upgrade_config_dict(old))
-    assert upgraded.model == MixerFlowConfig(coupling_layers=3)
