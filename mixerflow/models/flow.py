@@ -30,10 +30,10 @@ class ImageFlow(nn.Module):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.num_levels = num_levels
-        steps = [ScaleToUnit(num_levels), Logit(alpha)]
+        parts = [ScaleToUnit(num_levels), Logit(alpha)]
         if permute_pixels is not None:  # the model sees permuted images; samples come back
-            steps.append(PermutePixels(self.image_shape, permute_pixels))  # un-permuted
-        self.preprocess = CompositeTransform(steps)
+            parts.append(PermutePixels(self.image_shape, permute_pixels))  # un-permuted
+        self.preprocess = CompositeTransform(parts)
         self.transform = transform
         self.base = StandardNormal(self.image_shape)
 

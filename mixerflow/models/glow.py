@@ -51,7 +51,8 @@ class GlowConfig(ModelConfig):
 
 
 def glow_layer(channels: int, even: bool, coupling: CouplingSpec) -> FlowLayer:
-    """One step of flow on ``(B, channels, H, W)``: ActNorm -> 1x1 conv -> coupling."""
+    """One flow layer (Glow's "step of flow") on ``(B, channels, H, W)``: ActNorm -> 1x1
+    conv -> coupling."""
     return FlowLayer(
         ActNorm(channels),
         OneByOneConvolution(channels, identity_init=True),

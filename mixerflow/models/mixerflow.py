@@ -39,7 +39,7 @@ class MixerFlowConfig(ModelConfig):
     channel_hidden: int = 128  # width of the channel-mixing conditioner MLPs
     patch_hidden: int = 128  # width of the patch-mixing conditioner MLPs
     hidden_layers: int = 2
-    coupling_layers: int = 2  # coupling layers in each mixing step
+    coupling_layers: int = 2  # coupling layers in each mixing layer
     channel_mixing: str = "coupling"  # coupling | maf (masked autoregressive flow)
     conditioner: str = "mlp"  # mlp | kan (Kolmogorov-Arnold network)
     kan_grid: int = 5  # kan: spline intervals on each edge

@@ -138,8 +138,8 @@ class FlowLayer(CompositeTransform):
     def _couple_halves(self, a, b, logabsdet, context, inverse: bool):
         """Every coupling in order (reversed for the inverse), each updating its half given
         the other; ``(a, b, logabsdet)`` with the couplings' log-dets added."""
-        steps = list(zip(self.couplings, self.updates_first, strict=True))
-        for coupling, first in steps[::-1] if inverse else steps:
+        order = list(zip(self.couplings, self.updates_first, strict=True))
+        for coupling, first in order[::-1] if inverse else order:
             if first:
                 a, elementwise = self._couple(coupling, a, b, context, inverse)
             else:
