@@ -35,7 +35,13 @@ from mixerflow.training.distributed import Distributed
 from mixerflow.training.evaluate import evaluate_bpd
 from mixerflow.training.lifecycle import StopSignals
 from mixerflow.training.runlog import RunLog
-from mixerflow.training.start import Start, claim_run_folder, start
+from mixerflow.training.start import (
+    Start,
+    claim_run_folder,
+    read_run_checkpoint,
+    start,
+    with_run_data_root,
+)
 
 MAX_BAD_IN_A_ROW = 10  # non-finite steps in a row before a roll-back
 MAX_ROLLBACKS = 3
@@ -73,8 +79,11 @@ def _run(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -> 
     torch.manual_seed(cfg.train.seed)
     if world.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(world.device)
+    payload = read_run_checkpoint(cfg) if resume else None
+    if payload is not None:
+        cfg = with_run_data_root(cfg, payload)
     splits = load_splits(cfg.data)
-    started = start(cfg, resume, splits, world)
+    started = start(cfg, splits, world, payload)
     run = Run(cfg, world, splits, started)
     run.open_log(resumed=resume)
     try:

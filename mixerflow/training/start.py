@@ -1,6 +1,8 @@
 """What a run starts from: its run folder, claimed, and a fresh model (ActNorm initialised)
 or the model, optimiser and random streams of its checkpoint."""
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,12 +81,27 @@ def claim_run_folder(cfg: Config, resume: bool, world: Distributed) -> RunLock |
     return lock
 
 
-def start(cfg: Config, resume: bool, splits: Splits, world: Distributed) -> Start:
-    """A fresh model with its ActNorm initialised, or (``resume``) the run folder's checkpoint."""
+def read_run_checkpoint(cfg: Config) -> dict:
+    """The checkpoint in the run folder, with everything a resume needs."""
+    return read_checkpoint(Path(cfg.log.out_dir) / "checkpoint.pt", MODEL_KEYS + TRAINING_KEYS)
+
+
+def with_run_data_root(cfg: Config, payload: dict) -> Config:
+    """``cfg`` reading its data where the run was trained, unless the command says where the
+    data lies now (``--data-root``, ``data.root`` or ``$MIXERFLOW_DATA``)."""
+    saved = payload["config"].get("data") if isinstance(payload["config"], dict) else None
+    root = saved.get("root") if isinstance(saved, dict) else None
+    if cfg.data.root is not None or os.environ.get("MIXERFLOW_DATA") or not isinstance(root, str):
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+
+
+def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None = None) -> Start:
+    """A fresh model with its ActNorm initialised, or the one in ``payload``, the run
+    folder's checkpoint (:func:`read_run_checkpoint`), to resume."""
     path = Path(cfg.log.out_dir) / "checkpoint.pt"
-    if not resume:
+    if payload is None:
         return _with_optimiser(cfg, _fresh_model(cfg, splits, world.device), splits, world)
-    payload = read_checkpoint(path, MODEL_KEYS + TRAINING_KEYS)
     flow, saved_cfg = flow_from_checkpoint(payload, path)
     _check_same_run(cfg, saved_cfg, path)
     started = _with_optimiser(cfg, flow.to(world.device), splits, world)

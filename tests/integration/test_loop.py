@@ -12,7 +12,7 @@ from mixerflow.models import build_model
 from mixerflow.training.lifecycle import RunLock
 from mixerflow.training.start import Progress
 from mixerflow.training.step import TrainStep, make_optimizer
-from support import SMALL, untrained_test_bpd
+from support import SMALL, TINY, untrained_test_bpd
 
 
 def run(tmp_path, name, *overrides, resume=False):
@@ -124,6 +124,22 @@ def test_resume_accepts_moved_data(tmp_path):
     run(tmp_path, "run", "train.steps=5")
     run(tmp_path, "run", "train.steps=6", "data.root=moved", resume=True)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 6
+
+
+def test_a_resume_reads_the_data_where_the_run_was_trained(shared_data, tmp_path, monkeypatch):
+    """The README's ``train.py --config … --resume`` names no data root: the run's is used."""
+    monkeypatch.delenv("MIXERFLOW_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    mnist = [*TINY["mixerflow"], "model.patch_size=4", "data.name=mnist", "data.val_size=100",
+             "train.batch_size=16", "train.init_batch_size=64", "train.eval_batch_size=2000",
+             "log.num_samples=2", f"log.out_dir={tmp_path / 'run'}"]
+    train(load_config(None, [*mnist, f"data.root={shared_data}", "train.steps=2"]),
+          show_progress=False)
+    resumed = train(load_config(None, [*mnist, "train.steps=3"]), resume=True,
+                    show_progress=False)
+    assert resumed["step"] == 3
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["config"]["data"]["root"] == str(shared_data)
 
 
 def test_training_lowers_test_bpd_on_real_mnist(shared_data, tmp_path):
