@@ -7,7 +7,7 @@ from mixerflow.cli import common
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import writable
 from mixerflow.data.splits import image_shape_of
-from mixerflow.experiments import bench
+from mixerflow.experiments import bench, reports
 from mixerflow.nn.precision import PRECISIONS
 from mixerflow.training.config import config_names, load_configs
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
                                                     strict=True)}
     report = bench.run_benchmark(models, shapes, args.batch_size, args.timed_steps,
                                  args.device, precisions, args.threads, modes)
-    bench.write_benchmark(report, out, args.command_line)
+    reports.write_benchmark(report, out, args.command_line)
 
 
 def _sizes(text: str) -> list[int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import writable
-from mixerflow.experiments import compare
+from mixerflow.experiments import compare, reports
 from mixerflow.training.config import config_names, load_configs, shipped_config
 
 COMPARED = ("quickstart.yaml", "quickstart_glow.yaml")  # the default pair, from configs/
@@ -45,4 +45,4 @@ def run(args: argparse.Namespace) -> None:
                for name, cfg in configs.items()}
     seeds = common.numbers(args.seeds, int, "--seeds")
     report = compare.compare(configs, seeds, out, show_progress=not args.no_progress)
-    compare.write_report(report, out, args.command_line)
+    reports.write_report(report, out, args.command_line)

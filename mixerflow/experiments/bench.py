@@ -13,9 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.profiler import ProfilerActivity, profile
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from mixerflow.core.device import (
     current_rss_mb,
@@ -25,14 +22,13 @@ from mixerflow.core.device import (
     synchronize,
 )
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import atomic_write, atomic_write_text
 from mixerflow.data.images import ImageSet
 from mixerflow.data.sampler import BatchSampler
+from mixerflow.experiments.counting import count_flops, count_ops, peak_flops_per_s
 from mixerflow.models.flow import build_model, count_parameters
 from mixerflow.models.kind import ModelConfig
 from mixerflow.nn.precision import uses_bf16
 from mixerflow.training.step import (
-    OBJECTIVE_RANGE,
     TrainStep,
     compile_regions,
     initialize_actnorm,
@@ -123,101 +119,6 @@ def measure_training(
     }
 
 
-def flops_text(flops_per_s: float) -> str:
-    """``12.3 TFLOP/s`` or, below one, ``45.6 GFLOP/s``."""
-    if flops_per_s >= 1e12:
-        return f"{flops_per_s / 1e12:.1f} TFLOP/s"
-    return f"{flops_per_s / 1e9:.1f} GFLOP/s"
-
-
-# ops that only make a new view or an empty allocation: no kernel runs for them
-_NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
-              "lift_fresh", "_local_scalar_dense"}
-
-
-class _DispatchCounter(TorchDispatchMode):
-    """Counts the aten ops dispatched below autograd (forward and backward) that run a kernel."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func.overloadpacket.__name__ not in _NO_KERNEL:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
-def count_ops(step, dispatched: bool = True) -> dict:
-    """Ops of one call of ``step`` (a training step).
-
-    ``aten_events``: every ``aten::`` event torch.profiler records, nested calls and views
-    included; ``objective_aten_events``: the same for the forward and backward of the
-    objective alone (what the step spends before the optimizer); ``dispatched``: aten ops that
-    run a kernel (no views or empty allocations) as a dispatch mode sees them, the same on
-    every device, so a CPU count predicts the kernel launches of a GPU step.
-    """
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    aten = [event for event in prof.events() if event.name.startswith("aten::")]
-    objective = [event for event in aten if _inside(event, OBJECTIVE_RANGE)]
-    counts = {"aten_events": len(aten), "objective_aten_events": len(objective)}
-    if dispatched:
-        with _DispatchCounter() as counter:
-            step()
-        counts["dispatched"] = counter.count
-    return counts
-
-
-def _inside(event, name: str) -> bool:
-    while event is not None:
-        if event.name == name:
-            return True
-        event = event.cpu_parent
-    return False
-
-
-def count_flops(step) -> float:
-    """Floating-point operations of one call of ``step`` (matrix products and convolutions,
-    forward and backward), as ``torch.utils.flop_counter`` counts them."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    return float(counter.get_total_flops())
-
-
-def matmul_flops_per_s(device: torch.device, bf16: bool, repeats: int = 3) -> float:
-    """The device's measured dense peak: FLOP/s of a large square matrix product in the
-    step's precision (bf16 or float32), best of ``repeats``. The side doubles from 256
-    until one product takes 0.2 s (or reaches 8192 on a GPU, 2048 on a CPU), so the
-    measurement is large enough to be a peak yet bounded in time where bf16 is slow."""
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    largest = 8192 if device.type == "cuda" else 2048
-    size, best = 256, float("inf")
-    while True:
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        times = []
-        for _ in range(repeats + 1):  # the first call is a warm-up
-            synchronize(device)
-            start = time.perf_counter()
-            a @ b
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-        best = min(times[1:])
-        if best >= 0.2 or size >= largest:
-            return 2 * size**3 / best
-        size *= 2
-
-
-def peak_flops_per_s(device: torch.device, bf16: bool) -> float:
-    """MFU's denominator: the best measured matrix-product FLOP/s among the precisions the
-    step computes in. A bf16 step keeps the flow arithmetic in float32, and on a CPU without
-    bf16 arithmetic float32 products are the faster, so bf16's peak alone could be exceeded."""
-    fp32 = matmul_flops_per_s(device, bf16=False)
-    return max(fp32, matmul_flops_per_s(device, bf16=True)) if bf16 else fp32
-
-
 def measure_in_fresh_process(**kwargs) -> dict:
     """:func:`measure_training` in a spawned process (its own peak memory, its own threads)."""
     context = multiprocessing.get_context("spawn")
@@ -302,87 +203,3 @@ def _cached_rows(cache: Path | None) -> dict[str, dict]:
         return {}
     records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
     return {record["key"]: record["row"] for record in records}
-
-
-def benchmark_markdown(report: dict, command: str) -> str:
-    lines = [
-        "# Benchmark: time per training image and peak memory",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Device {report['device']}, batch {report['batch_size']}, "
-        f"{report['steps']} timed steps after one warm-up, random 8-bit images. Peak memory: "
-        "allocated CUDA memory on a GPU; on a CPU, the rise of the "
-        "peak RSS during training above the process's RSS after building the model.",
-        "",
-        "Ops per step: `aten` counts every aten event torch.profiler records in one training "
-        "step (nested calls and views included; on a CPU the multi-tensor optimizer ops loop "
-        "over the parameters inside), `of which objective` those of the loss's forward and "
-        "backward; `kernels` counts the aten ops a dispatch mode "
-        "sees that run a kernel (eager only). FLOPs per image: torch.utils.flop_counter on one "
-        "step (forward and backward). MFU: achieved FLOP/s over a large matrix product's FLOP/s "
-        "on the same device, in float32 for fp32 rows and the faster of bf16 and float32 for "
-        "bf16 rows (their flow arithmetic runs in float32). First step: compile time for "
-        "compiled rows.",
-        "",
-        "| model | image | parameters | mode | precision | ms / image | images / s "
-        "| aten ops / step | of which objective | kernels / step | GFLOP / image | MFU "
-        "| first step (s) | peak memory (MB) |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in report["rows"]:
-        _, height, width = row["image_shape"]
-        kernels = row["kernel_ops_per_step"]
-        lines.append(
-            f"| {row['name']} | {height}x{width} | {row['num_params']:,} | {row['mode']} | "
-            f"{row['precision']} | {row['ms_per_image']:.3f} | {row['images_per_s']:.1f} | "
-            f"{row['aten_ops_per_step']:,} | {row['objective_aten_ops']:,} | "
-            f"{'' if kernels is None else f'{kernels:,}'} | "
-            f"{row['flops_per_image'] / 1e9:.3f} | {100 * row['mfu']:.1f} % | "
-            f"{row['first_step_s']:.1f} | {row['peak_memory_mb']:.0f} |"
-        )
-    if len(report["shapes"]) > 1:
-        lines += ["", "Fitted exponents (quantity ∝ pixels^exponent, least squares on log-log):",
-                  "", "| model | time per image | peak memory |", "|---|---:|---:|"]
-        for name, fit in report["exponents"].items():
-            lines.append(f"| {name} | {fit['time']:.2f} | {fit['memory']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_scaling(report: dict, path: Path) -> None:
-    """Log-log plot of ms/image and peak memory against pixels, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, fit in report["exponents"].items():
-        mine = [row for row in report["rows"] if row["name"] == name]
-        pixels = [row["pixels"] for row in mine]
-        axes[0].loglog(pixels, [row["ms_per_image"] for row in mine], "o-",
-                       label=f"{name} (exponent {fit['time']:.2f})")
-        axes[1].loglog(pixels, [max(row["peak_memory_mb"], 1e-3) for row in mine], "o-",
-                       label=f"{name} (exponent {fit['memory']:.2f})")
-    for axis, label in zip(axes, ("ms per training image", "peak memory (MB)"), strict=True):
-        axis.set_xlabel("pixels per image (H x W)")
-        axis.set_ylabel(label)
-        axis.legend()
-        axis.grid(True, which="both", alpha=0.3)
-    figure.suptitle(f"Scaling with resolution ({report['device']}, batch {report['batch_size']})")
-    figure.tight_layout()
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
-    plt.close(figure)
-
-
-def write_benchmark(report: dict, out_dir: Path, command: str) -> None:
-    """``report.json``, ``report.md`` and, for several shapes, ``scaling.png`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {**report, "command": command}
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
-    markdown = benchmark_markdown(report, command)
-    atomic_write_text(out_dir / "report.md", markdown)
-    if len(report["shapes"]) > 1:
-        plot_scaling(report, out_dir / "scaling.png")
-    print(markdown)
-

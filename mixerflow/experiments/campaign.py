@@ -20,9 +20,8 @@ from pathlib import Path
 
 from mixerflow.core.files import atomic_write_text
 from mixerflow.data.splits import image_shape_of
-from mixerflow.experiments import bench, compare
-from mixerflow.models.flow import build_model, count_parameters
-from mixerflow.training.config import Config, load_configs, shipped_config
+from mixerflow.experiments import bench, compare, reports
+from mixerflow.training.config import load_configs, shipped_config
 
 PARTS = ("bench", "compare")
 CONFIGS = {"mixerflow": "cifar10_mixerflow.yaml", "glow": "cifar10_glow.yaml"}  # shipped
@@ -33,7 +32,6 @@ SMOKE_OVERRIDES = [
     "train.eval_every=1000", "train.eval_batch_size=500", "train.device=cpu",
     "log.num_samples=4",
 ]
-HEADLINE = ("mixerflow", "compiled", "bf16")  # the figure the campaign is run for
 
 
 @dataclasses.dataclass
@@ -83,46 +81,14 @@ def run_campaign(
             modes=bench.MODES, cache=out / "bench" / "rows.jsonl",
             compile_backend=plan.compile_backend,
         )
-        bench.write_benchmark(report, out / "bench", command)
+        reports.write_benchmark(report, out / "bench", command)
         summary["bench"] = report
     if "compare" in parts:
         budgeted = {name: compare.with_budget(cfg, plan.minutes, plan.steps)
                     for name, cfg in configs.items()}
         report = compare.compare(budgeted, [0], out / "compare", show_progress=not smoke)
-        compare.write_report(report, out / "compare", command)
+        reports.write_report(report, out / "compare", command)
         summary["compare"] = report
-    atomic_write_text(out / "report.md", summary_markdown(summary, configs, shape, command))
+    atomic_write_text(out / "report.md",
+                      reports.summary_markdown(summary, configs, shape, command))
     return summary
-
-
-def headline_row(report: dict) -> dict | None:
-    """The bench row of the bf16 compiled MixerFlow step, if it was measured."""
-    for row in report["rows"]:
-        if (row["name"], row["mode"], row["precision"]) == HEADLINE:
-            return row
-    return None
-
-
-def summary_markdown(
-    summary: dict, configs: dict[str, Config], shape: tuple[int, int, int], command: str
-) -> str:
-    lines = ["# GPU campaign" + (" (smoke run)" if summary["smoke"] else ""), "",
-             f"Command: `{command}`", ""]
-    if "bench" in summary:
-        report = summary["bench"]
-        row = headline_row(report)
-        if row is not None:
-            achieved, peak = row["achieved_flops_per_s"], row["peak_flops_per_s"]
-            lines += [f"**Headline: the bf16 compiled MixerFlow training step runs at "
-                      f"{100 * row['mfu']:.1f} % MFU** ({bench.flops_text(achieved)}"
-                      f" of {bench.flops_text(peak)}, the faster of a bf16 and a float32 "
-                      f"matrix product) on {report['device']}, {row['images_per_s']:.0f} "
-                      f"images/s at batch {report['batch_size']}.", ""]
-        lines += ["Bench: [bench/report.md](bench/report.md)", ""]
-    if "compare" in summary:
-        lines += ["Comparison: [compare/report.md](compare/report.md)", ""]
-    params = ", ".join(f"{name} {count_parameters(build_model(cfg.model, shape, 256)):,}"
-                       for name, cfg in configs.items())
-    lines += [f"Parameters: {params} (Glow's width matched to MixerFlow's parameter count, "
-              f"hidden_channels {configs['glow'].model.hidden_channels}).", ""]
-    return "\n".join(lines)

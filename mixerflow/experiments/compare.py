@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import atomic_copy, atomic_write, atomic_write_text
+from mixerflow.core.files import atomic_write_text
 from mixerflow.data.splits import image_shape_of
 from mixerflow.models.flow import build_model, count_parameters
 from mixerflow.models.sizing import match_width
@@ -142,98 +142,3 @@ def compare(
         "batch_size": first.train.batch_size, "lr": first.train.lr, "seeds": seeds,
         "models": models,
     }
-
-
-def _bpd_cell(model: dict) -> str:
-    runs = model["runs"]
-    if len(runs) == 1:
-        return f"{runs[0]['test_bpd']:.4f} ± {runs[0]['test_bpd_se']:.4f} (s.e.)"
-    bpd = model["summary"]["test_bpd"]
-    return f"{bpd['mean']:.4f} ± {bpd['std']:.4f} (std, {len(runs)} seeds)"
-
-
-def _memory_cell(mean: dict, device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{mean['peak_memory_mb']:.0f}"
-    return f"{mean['peak_memory_mb']:.0f} (+{mean['train_memory_mb']:.0f})"
-
-
-def report_markdown(report: dict, command: str) -> str:
-    budget = (f"{report['budget_minutes']:g} minutes of training per model"
-              if report["budget_minutes"] else f"{report['budget_steps']} steps per model")
-    device = next(iter(report["models"].values()))["runs"][0]["device"]
-    lines = [
-        f"# {' vs '.join(report['models'])} on {report['data']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Budget: {budget}; batch {report['batch_size']}, Adam lr {report['lr']}, seeds "
-        f"{', '.join(map(str, report['seeds']))}; device {device}. Test bits/dim over the whole "
-        "test split. Peak memory: allocated CUDA memory on a GPU; on a CPU, the process's peak RSS "
-        "(PyTorch runtime and data set included) and, in brackets, how far training raised it "
-        "above the RSS once data and model were loaded. Wall time includes evaluation.",
-        "",
-        "| model | parameters | test bits/dim | train images/s | sample images/s "
-        "| peak memory (MB) | steps | wall time (min) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, model in report["models"].items():
-        mean = {key: value["mean"] for key, value in model["summary"].items()}
-        lines.append(
-            f"| {name} | {mean['num_params']:,.0f} | {_bpd_cell(model)} | "
-            f"{mean['train_images_per_s']:.0f} | {mean['sample_images_per_s']:.0f} | "
-            f"{_memory_cell(mean, device)} | {mean['step']:.0f} | "
-            f"{mean.get('wall_s', float('nan')) / 60:.1f} |"
-        )
-    lines += ["", "![bits/dim against training time](bpd_vs_time.png)", ""]
-    lines += [f"![{name} samples](samples_{name}.png)" for name in report["models"]]
-    return "\n".join(lines) + "\n"
-
-
-def validation_curve(run_dir: Path) -> tuple[list[float], list[float]]:
-    """(seconds of training, validation bits/dim) from a run's ``metrics.jsonl``."""
-    seconds, bpd = [], []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "val_bpd" in record:
-            seconds.append(record["elapsed_s"])
-            bpd.append(record["val_bpd"])
-    return seconds, bpd
-
-
-def plot_bpd_vs_time(report: dict, out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for index, (name, model) in enumerate(report["models"].items()):
-        for i, run in enumerate(model["runs"]):
-            seconds, bpd = validation_curve(out_dir / "runs" / f"{name}_seed{run['seed']}")
-            axis.plot(seconds, bpd, "o-", color=f"C{index}", markersize=3, alpha=0.8,
-                      label=name if i == 0 else None)
-            # the final test figure: a run stopped before its first validation still shows
-            axis.plot(run["elapsed_s"], run["test_bpd"], "*", color=f"C{index}", markersize=9)
-    axis.set_xlabel("training time (s)")
-    axis.set_ylabel("bits/dim")
-    axis.set_title(f"{report['data']}: validation (lines) and final test (stars) bits/dim")
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    atomic_write(out_dir / "bpd_vs_time.png", lambda file: figure.savefig(file, format="png"))
-    plt.close(figure)
-
-
-def write_report(report: dict, out_dir: Path, command: str) -> None:
-    """``report.json``, ``report.md``, ``bpd_vs_time.png`` and ``samples_<model>.png``."""
-    report = {**report, "command": command}
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
-    markdown = report_markdown(report, command)
-    atomic_write_text(out_dir / "report.md", markdown)
-    plot_bpd_vs_time(report, out_dir)
-    for name, model in report["models"].items():
-        seed = model["runs"][0]["seed"]
-        atomic_copy(out_dir / "runs" / f"{name}_seed{seed}" / "samples.png",
-                    out_dir / f"samples_{name}.png")
-    print(markdown)
