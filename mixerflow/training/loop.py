@@ -116,6 +116,7 @@ class Run:
         self.flow, self.step = self.started.flow, self.started.step
         self.batches, self.progress = self.started.batches, self.started.progress
         self.run_dir = Path(self.cfg.log.out_dir)
+        self.window = [0, 0.0]  # images and seconds since the last logged step
         self.remember_good_state()  # the start (fresh or resumed) is the first one
 
     def open_log(self, resumed: bool) -> None:
@@ -137,7 +138,6 @@ class Run:
         run at a step boundary with a checkpoint and a UserError."""
         bar = tqdm(total=self.cfg.train.steps, initial=self.progress.step,
                    disable=not show_progress, dynamic_ncols=True)
-        self.window = [0, 0.0]  # images and seconds since the last logged step
         try:
             with StopSignals() as stops:
                 self.last = self.progress.done(self.cfg)  # a resumed run may be done already
