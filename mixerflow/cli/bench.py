@@ -1,11 +1,9 @@
 """``mixerflow bench``: time, memory, ops and FLOPs of the training step per config."""
 
 import argparse
-from pathlib import Path
 
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import writable
 from mixerflow.data.splits import image_shape_of
 from mixerflow.experiments import bench, reports
 from mixerflow.nn.precision import PRECISIONS
@@ -37,7 +35,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "batch_size", "timed_steps", "threads")
-    out = writable(Path(args.out) / "report.json").parent
+    out = common.report_folder(args.out, {"report.json", "report.md", "scaling.png"})
     precisions = common.choices(args.precision, PRECISIONS, "--precision")
     modes = common.choices(args.modes, bench.MODES, "--modes")
     configs = load_configs(args.config, common.overrides(args))

@@ -1,7 +1,6 @@
 """``mixerflow campaign``: the GPU campaign (bench and compare on CIFAR-10) in one command."""
 
 import argparse
-from pathlib import Path
 
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
@@ -29,7 +28,9 @@ def run(args: argparse.Namespace) -> None:
     parts = common.choices(args.parts, campaign.PARTS, "--parts")
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes must be positive, got {args.minutes}")
-    out = Path(args.out or ("reports/campaign_smoke" if args.smoke else "docs/gpu_campaign"))
+    default = "reports/campaign_smoke" if args.smoke else "docs/gpu_campaign"
+    out = common.report_folder(default if args.out is None else args.out,
+                               {"report.md", "bench", "compare"})
     campaign.run_campaign(out, args.smoke, parts, args.minutes, common.overrides(args),
                           args.command_line)
     print(f"campaign report: {out / 'report.md'}")

@@ -6,8 +6,9 @@ import dataclasses
 from pathlib import Path
 
 from mixerflow.core.errors import UserError
+from mixerflow.core.files import claimable_folder, not_an_input, output_path, writable
 from mixerflow.data.images import Splits
-from mixerflow.data.sources import DataConfig
+from mixerflow.data.sources import DataConfig, data_folders
 from mixerflow.data.splits import load_splits
 
 OVERRIDES_EPILOG = ("Any further key.sub=value arguments override every config (a model key "
@@ -31,6 +32,34 @@ def overrides(args: argparse.Namespace) -> list[str]:
     """The command line's ``key=value`` overrides, with ``--data-root`` as one of them."""
     extra = [f"data.root={args.data_root}"] if getattr(args, "data_root", None) else []
     return [*args.overrides, *extra]
+
+
+def output_file(named: str | None, default: Path, flag: str,
+                inputs: dict[str, Path]) -> Path:
+    """The file a command writes: the path ``flag`` names (a usable path) or ``default``,
+    checked before any work to be none of ``inputs`` (what -> path) and to be writable."""
+    path = default if named is None else output_path(named, flag)
+    not_an_input(path, inputs, flag)
+    return writable(path)
+
+
+def report_folder(named: str, ours: set[str], flag: str = "--out") -> Path:
+    """A report folder: a usable path, new, empty or holding only ``ours`` (names a report
+    writes; ``samples_*.png`` and temporaries too), never the working directory."""
+    folder = output_path(named, flag)
+
+    def written_by_us(name: str) -> bool:
+        return name in ours or name.startswith((".write-check-", "samples_")) or (
+            name.startswith(".") and name.endswith(".tmp"))
+
+    claimable_folder(folder, written_by_us, flag)
+    return writable(folder / "report.md").parent
+
+
+def inputs_of(checkpoint: str, data_cfg: DataConfig) -> dict[str, Path]:
+    """A trained run's inputs that its tools must not write over: the checkpoint and the
+    user's data folder."""
+    return {"the checkpoint": Path(checkpoint), **data_folders(data_cfg)}
 
 
 def splits_of(data_cfg: DataConfig, args: argparse.Namespace) -> Splits:

@@ -1,11 +1,9 @@
 """``mixerflow compare``: several models trained on the same data and budget, one report."""
 
 import argparse
-from pathlib import Path
 
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import writable
 from mixerflow.experiments import compare, reports
 from mixerflow.training.config import config_names, load_configs, shipped_config
 
@@ -39,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("compare needs at least two --model configs")
     named = dict(zip(config_names(paths), load_configs(paths, common.overrides(args)),
                      strict=True))
-    out = writable(Path(args.out) / "report.md").parent
+    out = common.report_folder(args.out, {"report.json", "report.md", "bpd_vs_time.png", "runs"})
     configs = compare.fair_configs(named, match_params=not args.no_match_params)
     configs = {name: compare.with_budget(cfg, args.minutes, args.steps)
                for name, cfg in configs.items()}

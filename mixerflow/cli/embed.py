@@ -4,7 +4,6 @@ import argparse
 from pathlib import Path
 
 from mixerflow.cli import common
-from mixerflow.core.files import writable
 from mixerflow.models.kind import kinds_text
 from mixerflow.tools import embedding
 from mixerflow.training.checkpoint import load_checkpoint
@@ -29,7 +28,8 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "batch_size", "max_train")
     flow = load_checkpoint(args.checkpoint, args.device)
-    out = writable(Path(args.out or Path(args.checkpoint).with_name("embeddings.npz")))
+    out = common.output_file(args.out, Path(args.checkpoint).with_name("embeddings.npz"),
+                             "--out", common.inputs_of(args.checkpoint, flow.config.data))
     splits = common.splits_of(flow.config.data, args)
     flow.embed(splits.test.images[:1].to(args.device), args.layer, args.pool)  # names first
     arrays = embedding.embed_splits(flow, splits, args.layer, args.pool, args.batch_size,

@@ -5,10 +5,12 @@ from pathlib import Path
 
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
+from mixerflow.core.files import not_an_input, output_path
 from mixerflow.data import store
 from mixerflow.data.sources import (
     SOURCES,
     DataConfig,
+    data_folders,
     data_root,
     find_source,
     prepare_streams,
@@ -51,11 +53,12 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--image-size resizes image folders only; {args.source} keeps its size")
     if source.prepared:
         out = Path(args.out or data_root(args.data_root) / args.source)
-    elif not args.out:
+    elif args.out is None:
         raise UserError(f"prepare {args.source} needs --out, the store folder to write")
     else:
-        out = Path(args.out)
+        out = output_path(args.out, "--out")
     data_cfg = DataConfig(name=args.source, root=args.data_root, image_size=args.image_size)
+    not_an_input(out, data_folders(data_cfg), "--out")
     splits, num_levels = prepare_streams(data_cfg, Path(args.src) if args.src else None)
     meta = store.write_store(out, args.source, splits, num_levels, show_progress=show)
     for name, info in meta["splits"].items():

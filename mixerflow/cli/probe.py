@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import atomic_write_text, writable
+from mixerflow.core.files import atomic_write_text
 from mixerflow.tools import embedding
 from mixerflow.tools.probe import probe
 from mixerflow.training.config import config_from_dict
@@ -25,8 +25,9 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "max_iter")
-    if args.json:
-        writable(Path(args.json))
+    if args.json is not None:
+        common.output_file(args.json, Path(args.json), "--json",
+                           {"the embeddings": Path(args.embeddings)})
     arrays, settings = embedding.read_embeddings(Path(args.embeddings))
     name = f"{settings.get('model', '?')} {settings.get('layer', '?')}/{settings.get('pool', '?')}"
     pixels = _pixels(args, settings, len(arrays["train_y"])) if args.baseline else None
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> None:
               f"{result['train_accuracy']:.4f}, val {result['val_accuracy']:.4f}, "
               f"C {result['C']:g}, {result['features']} features, {result['train_size']} "
               f"train images; chance {result['chance']:.4f})")
-    if args.json:
+    if args.json is not None:
         atomic_write_text(Path(args.json), json.dumps({"settings": settings, **results},
                                                       indent=2))
 

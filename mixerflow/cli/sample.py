@@ -9,7 +9,7 @@ import numpy as np
 
 from mixerflow.cli import common
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import atomic_write, writable
+from mixerflow.core.files import atomic_write, not_an_input
 from mixerflow.models.flow import ImageFlow
 from mixerflow.tools import sampling
 from mixerflow.training.checkpoint import load_checkpoint
@@ -43,15 +43,23 @@ def run(args: argparse.Namespace) -> None:
     if min(temperatures) < 0:
         raise UserError(f"--temperature must be at least 0, got {args.temperature}")
     flow = load_checkpoint(args.checkpoint, args.device)
-    out = writable(Path(args.out or Path(args.checkpoint).with_name("samples.png")))
+    inputs = common.inputs_of(args.checkpoint, flow.config.data)
+    out = common.output_file(args.out, Path(args.checkpoint).with_name("samples.png"), "--out",
+                             inputs)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out} names the PNG grid; end its name in .png")
+    grids = {t: out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{t:g}.png")
+             for t in temperatures}
+    extra = [out.with_name(f"{out.stem}_{part}.png") for part in ("reconstruct", "interpolate")]
+    for path in [*grids.values(), *(p.with_suffix(".npy") for p in grids.values()), *extra]:
+        not_an_input(path, inputs, "--out")
     test = None
     if args.reconstruct or args.interpolate:  # the test images first: a failure shows early
         test = common.splits_of(flow.config.data, args).test
         needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
         if needed > len(test):
             raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
-    for temperature in temperatures:
-        path = out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{temperature:g}.png")
+    for temperature, path in grids.items():
         _samples(flow, args, temperature, path)
     if args.reconstruct:
         path = out.with_name(f"{out.stem}_reconstruct.png")

@@ -57,3 +57,43 @@ def writable(path: Path) -> Path:
     if path.is_dir():
         raise UserError(f"cannot write {path}: it is a folder")
     return path
+
+
+def output_path(text: str | Path, flag: str) -> Path:
+    """The output path a user named in ``flag``, refused (before any work) when it cannot be
+    what they meant: empty (an unset variable), or holding a ``~`` or ``$`` that no shell
+    expanded."""
+    text = str(text)
+    if not text.strip():
+        raise UserError(f"{flag} is empty (an unset variable?); name the path to write")
+    if text.startswith("~") or "$" in text:
+        raise UserError(f"{flag} {text!r} holds an unexpanded {'~' if text[0] == '~' else '$'}; "
+                        "name the path itself")
+    return Path(text)
+
+
+def not_an_input(output: Path, inputs: dict[str, Path], flag: str) -> None:
+    """Refuse ``output`` when it is one of a command's ``inputs`` (what -> path) or lies inside
+    an input folder: writing it would replace what the command reads."""
+    target = Path(output).resolve()
+    for what, path in inputs.items():
+        source = Path(path).resolve()
+        if target == source or (source.is_dir() and source in target.parents):
+            raise UserError(f"{flag} {output} would write over {what} {path}; choose another "
+                            "path")
+
+
+def claimable_folder(folder: Path, ours: Callable[[str], bool], flag: str) -> None:
+    """Refuse ``folder`` as a command's own output folder when it is the working directory,
+    or an existing folder holding anything ``ours(name)`` does not recognise (the user's
+    files): a command writes only into a folder that is new, empty or its own."""
+    folder = Path(folder)
+    if folder.resolve() == Path.cwd().resolve():
+        raise UserError(f"{flag} is the working directory; name a folder for the outputs")
+    if not folder.is_dir():
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir() if not ours(entry.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
+        raise UserError(f"{flag} {folder} holds files that mixerflow did not write ({shown}); "
+                        "name a new folder")

@@ -125,6 +125,13 @@ def located(cfg: DataConfig) -> tuple[Source, Path]:
     return source, path if path is not None else data_root(cfg.root)
 
 
+def data_folders(cfg: DataConfig) -> dict[str, Path]:
+    """The user's data folder a ``KIND:DIR`` name reads (none for named sets): an input that
+    outputs must stay out of."""
+    source, path = find_source(cfg.name)
+    return {f"the data ({cfg.name})": path} if path is not None else {}
+
+
 def load_train_test(cfg: DataConfig) -> Loaded:
     """Train and test sets plus the number of levels, for a :class:`DataConfig`."""
     source, where = located(cfg)

@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from mixerflow.core.errors import UserError
+from mixerflow.core.files import claimable_folder, not_an_input, output_path
 from mixerflow.data.images import Splits
 from mixerflow.data.sampler import BatchSampler
+from mixerflow.data.sources import data_folders
 from mixerflow.models.flow import ImageFlow, build_model
 from mixerflow.models.sizing import check_model_fits
 from mixerflow.training.checkpoint import (
@@ -25,6 +27,8 @@ from mixerflow.training.lifecycle import RunLock
 from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer, use_fused_adam
 
 WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resumes
+RUN_FILES = {".lock", "config.yaml", "metrics.jsonl", "checkpoint.pt", "samples.png",
+             "results.json", "wandb", "wandb_id"}  # what a run writes into its folder
 SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size"}}  # None: every key
 
 
@@ -64,6 +68,7 @@ def claim_run_folder(cfg: Config, resume: bool, world: Distributed) -> RunLock |
                  f"and must divide evenly among the {world.world_size} processes")
     elif world.is_main:
         try:
+            _check_run_folder(cfg, resume)
             lock = RunLock(run_dir)
             lock.acquire()
             if ckpt_path.exists() and not resume:
@@ -94,6 +99,25 @@ def with_run_data_root(cfg: Config, payload: dict) -> Config:
     if cfg.data.root is not None or os.environ.get("MIXERFLOW_DATA") or not isinstance(root, str):
         return cfg
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+
+
+def is_run_file(name: str) -> bool:
+    """Whether a run writes files of this name into its folder (atomic writes' temporaries
+    included)."""
+    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _check_run_folder(cfg: Config, resume: bool) -> None:
+    """``log.out_dir`` names a usable path, no input, and (for a new run) a folder that is new,
+    empty or a run's that wrote no checkpoint: never the user's own files."""
+    run_dir = output_path(cfg.log.out_dir, "config key 'log.out_dir'")
+    try:
+        not_an_input(run_dir, data_folders(cfg.data), "config key 'log.out_dir'")
+        if not resume and not (run_dir / "checkpoint.pt").exists():
+            claimable_folder(run_dir, is_run_file, "config key 'log.out_dir'")
+    except OSError as err:  # a name too long, a folder that cannot be read
+        raise UserError(f"cannot use {run_dir} as the run folder (log.out_dir): "
+                        f"{err.strerror}") from None
 
 
 def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None = None) -> Start:

@@ -32,6 +32,7 @@ class Case(NamedTuple):
     argv: list[str]
     message: str  # part of the error line; {tmp} and {world} are filled in
     make: Callable | None = None  # make(tmp, world, monkeypatch) writes the damaged inputs
+    cwd: str | None = None  # the working directory (default: the repository)
 
 
 # ---------------------------------------------------------------- damaged inputs, made small
@@ -88,6 +89,27 @@ def image_folder(damage: str) -> Callable:
                 png.unlink()
             for folder in sorted((root / "test").rglob("*"), reverse=True) + [root / "test"]:
                 folder.rmdir()
+    return make
+
+
+def users_folder(tmp, world, monkeypatch):
+    """tmp/home: a folder of the user's own files (and the working directory of some cases)."""
+    (tmp / "home").mkdir()
+    (tmp / "home" / "notes.txt").write_text("my notes")
+    (tmp / "home" / "config.yaml").write_text("mine: true\n")
+
+
+def checkpoint_named(name: str) -> Callable:
+    """The world's checkpoint copied to tmp/NAME (a name a derived output could take)."""
+    def make(tmp, world, monkeypatch):
+        (tmp / name).write_bytes((world / "run" / "checkpoint.pt").read_bytes())
+    return make
+
+
+def npz_and(then: Callable) -> Callable:
+    def make(tmp, world, monkeypatch):
+        npz_set(np.zeros((40, 12), np.uint8))(tmp, world, monkeypatch)
+        then(tmp, world, monkeypatch)
     return make
 
 
@@ -354,7 +376,8 @@ CASES = {
                                             image_folder("class only in test")),
     "image folder without test": Case([*TRAIN, "data.name=folder:{tmp}/images",
                                        "data.val_size=1"], "test", image_folder("no test split")),
-    "store not prepared": Case([*TRAIN, "data.name=store:{tmp}"], "not a prepared store"),
+    "store not prepared": Case([*TRAIN, "data.name=store:{tmp}/nowhere"],
+                               "not a prepared store"),
     "store short labels": Case([*TRAIN, "data.name=store:{tmp}/store"],
                                "test files do not match meta.json", store_copy("short labels")),
     "store foreign format": Case([*TRAIN, "data.name=store:{tmp}/store"],
@@ -532,6 +555,79 @@ CASES = {
                                        "{tmp}/c.yaml/r"], "cannot write", config_file(b"")),
     "campaign unknown part": Case(["campaign", "--parts", "train"], "--parts takes a comma list"),
     "campaign zero minutes": Case(["campaign", "--minutes", "0"], "--minutes must be positive"),
+    # outputs that would replace an input or the user's files
+    "sample over its checkpoint": Case(["sample", "--checkpoint", CKPT, "--out", CKPT],
+                                       "would write over the checkpoint"),
+    "sample grid named over the checkpoint": Case(
+        ["sample", "--checkpoint", "{tmp}/g_t1.png", "--out", "{tmp}/g.png", "--temperature",
+         "0.5,1"], "--out {tmp}/g_t1.png would write over the checkpoint",
+        checkpoint_named("g_t1.png")),
+    "sample npy over the checkpoint": Case(
+        ["sample", "--checkpoint", "{tmp}/s.npy", "--out", "{tmp}/s.png", "--npy"],
+        "would write over the checkpoint", checkpoint_named("s.npy")),
+    "sample reconstruction over the checkpoint": Case(
+        ["sample", "--checkpoint", "{tmp}/s_reconstruct.png", "--out", "{tmp}/s.png",
+         "--reconstruct", "4"], "would write over the checkpoint",
+        checkpoint_named("s_reconstruct.png")),
+    "sample out not a png": Case(["sample", "--checkpoint", CKPT, "--out", "{tmp}/grid.jpg"],
+                                 "names the PNG grid; end its name in .png"),
+    "sample out empty": Case(["sample", "--checkpoint", CKPT, "--out", ""], "--out is empty"),
+    "sample out with a literal tilde": Case(["sample", "--checkpoint", CKPT, "--out",
+                                             "~/grid.png"], "holds an unexpanded ~"),
+    "sample out with an unset variable": Case(["sample", "--checkpoint", CKPT, "--out",
+                                               "$OUT/grid.png"], "holds an unexpanded $"),
+    "embed over its checkpoint": Case(["embed", "--checkpoint", CKPT, "--out", CKPT],
+                                      "would write over the checkpoint"),
+    "embed out empty": Case(["embed", "--checkpoint", CKPT, "--out", ""], "--out is empty"),
+    "embed out with an unset variable": Case(["embed", "--checkpoint", CKPT, "--out",
+                                              "${{RUNS}}/e.npz"], "holds an unexpanded $"),
+    "probe json over its embeddings": Case(
+        ["probe", "--embeddings", "{world}/embeddings.npz", "--json", "{world}/embeddings.npz"],
+        "--json {world}/embeddings.npz would write over the embeddings"),
+    "probe json empty": Case(["probe", "--embeddings", "{world}/embeddings.npz", "--json", ""],
+                             "--json is empty"),
+    "compare into the working directory": Case([*COMPARE[:-3], "--out", ".", "--no-progress"],
+                                               "--out is the working directory",
+                                               users_folder, cwd="{tmp}/home"),
+    "compare into the user's folder": Case([*COMPARE[:-3], "--out", "{tmp}/home",
+                                            "--no-progress"],
+                                           "did not write (config.yaml, notes.txt)",
+                                           users_folder),
+    "compare out empty": Case([*COMPARE[:-3], "--out", ""], "--out is empty"),
+    "compare out a literal tilde": Case([*COMPARE[:-3], "--out", "~"], "unexpanded ~"),
+    "bench into the user's folder": Case([*BENCH[:-1], "{tmp}/home"], "did not write",
+                                         users_folder),
+    "bench into the working directory": Case([*BENCH[:-1], "."],
+                                             "--out is the working directory", users_folder,
+                                             cwd="{tmp}/home"),
+    "campaign into the user's folder": Case(["campaign", "--smoke", "--out", "{tmp}/home"],
+                                            "did not write", users_folder),
+    "campaign out empty": Case(["campaign", "--smoke", "--out", ""], "--out is empty"),
+    "train into the working directory": Case(
+        ["train", *QUICK, "log.out_dir=."], "'log.out_dir' is the working directory",
+        users_folder, cwd="{tmp}/home"),
+    "train into the user's folder": Case(["train", *QUICK, "log.out_dir={tmp}/home"],
+                                         "'log.out_dir' {tmp}/home holds files that",
+                                         users_folder),
+    "train into a data store": Case(["train", *QUICK, "log.out_dir={world}/store"],
+                                    "holds files that mixerflow did not write"),
+    "train out empty": Case(["train", *QUICK, "log.out_dir="], "'log.out_dir' is empty"),
+    "train out with a literal tilde": Case(["train", *QUICK, "log.out_dir=~/runs/x"],
+                                           "unexpanded ~"),
+    "train into its data folder": Case(
+        ["train", *QUICK, "data.name=npz:{tmp}/npz", "data.val_size=4",
+         "log.out_dir={tmp}/npz"], "would write over the data (npz:{tmp}/npz)",
+        npz_and(lambda tmp, world, monkeypatch: None)),
+    "train inside its data folder": Case(
+        ["train", *QUICK, "data.name=npz:{tmp}/npz", "data.val_size=4",
+         "log.out_dir={tmp}/npz/run"], "would write over the data",
+        npz_and(lambda tmp, world, monkeypatch: None)),
+    "prepare out empty": Case(["prepare", "digits", "--out", ""], "--out is empty"),
+    "prepare into its source folder": Case(
+        ["prepare", "folder:{tmp}/images", "--out", "{tmp}/images/store"],
+        "would write over the data (folder:{tmp}/images)", image_folder("none")),
+    "prepare out with an unset variable": Case(["prepare", "digits", "--out", "$STORE"],
+                                               "unexpanded $"),
     # prepare
     "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
     "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],
@@ -591,9 +687,9 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_a_mistake_is_one_error_line_and_changes_nothing(case, world, tmp_path, capsys,
                                                          monkeypatch):
-    monkeypatch.chdir(ROOT)
     if case.make is not None:
         case.make(tmp_path, world, monkeypatch)
+    monkeypatch.chdir(case.cwd.format(tmp=tmp_path, world=world) if case.cwd else ROOT)
     before, inputs = snapshot(world), snapshot(tmp_path)
     argv = [arg.format(tmp=tmp_path, world=world) for arg in case.argv]
     capsys.readouterr()
