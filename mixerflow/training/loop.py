@@ -38,6 +38,7 @@ from mixerflow.training.runlog import RunLog
 from mixerflow.training.start import (
     Start,
     claim_run_folder,
+    finished_result,
     read_run_checkpoint,
     start,
     with_run_data_root,
@@ -81,6 +82,13 @@ def _run(cfg: Config, resume: bool, show_progress: bool, world: Distributed) -> 
         torch.cuda.reset_peak_memory_stats(world.device)
     payload = read_run_checkpoint(cfg) if resume else None
     if payload is not None:
+        done = finished_result(cfg, payload)
+        if done is not None:  # a resume writes only when it trains
+            if world.is_main:
+                print(f"{cfg.log.out_dir} is already trained to step {payload['step']}, its "
+                      f"budget; nothing to do (raise train.steps or train.max_minutes to train "
+                      f"on). Its test bits/dim: {done['test_bpd']:.4f}")
+            return done
         cfg = with_run_data_root(cfg, payload)
     splits = load_splits(cfg.data)
     started = start(cfg, splits, world, payload)

@@ -2,6 +2,7 @@
 or the model, optimiser and random streams of its checkpoint."""
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,22 @@ def claim_run_folder(cfg: Config, resume: bool, world: Distributed) -> RunLock |
 def read_run_checkpoint(cfg: Config) -> dict:
     """The checkpoint in the run folder, with everything a resume needs."""
     return read_checkpoint(Path(cfg.log.out_dir) / "checkpoint.pt", MODEL_KEYS + TRAINING_KEYS)
+
+
+def finished_result(cfg: Config, payload: dict) -> dict | None:
+    """The saved results of a run that ``payload`` (its checkpoint) shows already trained to
+    ``cfg``'s budget, or None when a resume has steps to take (or the run never finished)."""
+    step, elapsed = payload["step"], payload["elapsed"]
+    if not (isinstance(step, int) and isinstance(elapsed, int | float)):
+        return None
+    results = Path(cfg.log.out_dir) / "results.json"
+    if not Progress(step, elapsed).done(cfg) or not results.is_file():
+        return None
+    try:
+        result = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return None  # damaged: the resume evaluates and writes it again
+    return result if isinstance(result, dict) and "test_bpd" in result else None
 
 
 def with_run_data_root(cfg: Config, payload: dict) -> Config:

@@ -9,6 +9,7 @@ checkpoints and embeddings are small generated files.
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -104,6 +105,11 @@ def checkpoint_named(name: str) -> Callable:
     def make(tmp, world, monkeypatch):
         (tmp / name).write_bytes((world / "run" / "checkpoint.pt").read_bytes())
     return make
+
+
+def run_copy(tmp, world, monkeypatch):
+    """tmp/copy: the world's run folder copied whole (its config.yaml names the original)."""
+    shutil.copytree(world / "run", tmp / "copy")
 
 
 def npz_and(then: Callable) -> Callable:
@@ -628,6 +634,10 @@ CASES = {
         "would write over the data (folder:{tmp}/images)", image_folder("none")),
     "prepare out with an unset variable": Case(["prepare", "digits", "--out", "$STORE"],
                                                "unexpanded $"),
+    "resume a copied run through its saved config": Case(
+        ["train", "--config", "{tmp}/copy/config.yaml", "--resume", "--no-progress",
+         "train.steps=40"], "is the saved config of the run in {tmp}/copy, but its "
+        "log.out_dir is {world}/run (a copied or moved run?)", run_copy),
     # prepare
     "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
     "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],

@@ -120,6 +120,16 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_resume_with_nothing_to_train_writes_nothing(tmp_path, capsys):
+    _, finished = run(tmp_path, "run", "train.steps=5")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    _, again = run(tmp_path, "run", "train.steps=5", resume=True)
+    assert "already trained to step 5, its budget; nothing to do" in capsys.readouterr().out
+    assert again == finished
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert after == before
+
+
 def test_resume_accepts_moved_data(tmp_path):
     run(tmp_path, "run", "train.steps=5")
     run(tmp_path, "run", "train.steps=6", "data.root=moved", resume=True)
