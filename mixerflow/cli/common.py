@@ -29,8 +29,17 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    """The command line's ``key=value`` overrides, with ``--data-root`` as one of them."""
+    """The command line's ``key=value`` overrides, with ``--data-root`` as one of them; a key
+    given twice is an error (the last would win without a word)."""
     extra = [f"data.root={args.data_root}"] if getattr(args, "data_root", None) else []
+    given: dict[str, str] = {}
+    for override in [*args.overrides, *extra]:
+        key = override.partition("=")[0]
+        if key in given:
+            said = "--data-root and data.root" if key == "data.root" and extra else key
+            raise UserError(f"{said} given twice ({given[key]!r} and "
+                            f"{override.partition('=')[2]!r}); give it once")
+        given[key] = override.partition("=")[2]
     return [*args.overrides, *extra]
 
 

@@ -102,6 +102,25 @@ def apply_override(tree: dict, override: str) -> None:
     node[leaf] = yaml.safe_load(raw) if raw else ""
 
 
+class _KeyTwice(Exception):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"key {key!r} is written twice (line {line}); keep one")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key written twice (YAML would keep
+    the last silently, dropping the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _KeyTwice(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
     """The mapping in the YAML file ``path``; ``what`` lists the sections it may hold, for
     the message when it holds something else."""
@@ -111,7 +130,9 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except _KeyTwice as err:
+        raise UserError(f"config file {str(path)!r}: {err}") from None
     except UnicodeDecodeError:
         raise UserError(f"config file {str(path)!r} is not UTF-8 text") from None
     except yaml.YAMLError as err:

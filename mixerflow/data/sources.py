@@ -49,7 +49,11 @@ class DataConfig:
     permute_pixels: int | None = None  # seed of one fixed pixel permutation for every image
 
     def validate(self) -> None:
-        find_source(self.name)
+        source, _ = find_source(self.name)
+        schema.require(self.image_size is None or source.resizes, "data.image_size",
+                       f"resizes image folders only; {self.name} keeps its size")
+        schema.require(not self.download or source.downloads, "data.download",
+                       f"has no effect for {self.name}, which is never downloaded")
         schema.require(self.val_size is None or self.val_size >= 1, "data.val_size",
                        "must be at least 1")
         schema.require(self.image_size is None or self.image_size >= 2, "data.image_size",
@@ -93,6 +97,7 @@ class Source:
     stream: Callable[["DataConfig", Path, Path | None], tuple[Streams, int]] | None = None
     prepared: bool = False
     resizes: bool = False  # honours data.image_size
+    downloads: bool = False  # honours data.download
 
 
 SOURCES: dict[str, Source] = {}
@@ -273,11 +278,11 @@ def _imagenet(side: int) -> Source:
 
 register_source(Source("digits", lambda cfg, root: (*_digits(), 17), shape=(1, 8, 8)))
 register_source(Source("mnist", lambda cfg, root: (*_mnist_like(root, "MNIST", cfg.download),
-                                                   256), shape=(1, 28, 28)))
+                                                   256), shape=(1, 28, 28), downloads=True))
 register_source(Source("fashion_mnist", lambda cfg, root: (
-    *_mnist_like(root, "FashionMNIST", cfg.download), 256), shape=(1, 28, 28)))
+    *_mnist_like(root, "FashionMNIST", cfg.download), 256), shape=(1, 28, 28), downloads=True))
 register_source(Source("cifar10", lambda cfg, root: (*_cifar10(root, cfg.download), 256),
-                       shape=(3, 32, 32)))
+                       shape=(3, 32, 32), downloads=True))
 register_source(_imagenet(32))
 register_source(_imagenet(64))
 register_source(Source("npz", lambda cfg, path: (*_npz_dir(path), 256), takes_path=True))

@@ -25,7 +25,8 @@ from mixerflow.training import distributed
 from mixerflow.training.lifecycle import RunLock
 from support import QUICK, ROOT, mnist_files
 
-TRAIN = ["train", *QUICK, "log.out_dir={tmp}/run"]
+TRAIN_IN = ["train", *QUICK]  # a case that names its own run folder
+TRAIN = [*TRAIN_IN, "log.out_dir={tmp}/run"]
 CKPT = "{world}/run/checkpoint.pt"
 
 
@@ -285,7 +286,7 @@ CASES = {
                                   "'train.weight_decay' must be at least 0"),
     "negative permutation seed": Case([*TRAIN, "data.permute_pixels=-1"],
                                       "'data.permute_pixels' must be a seed of at least 0"),
-    "resume with another permutation": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+    "resume with another permutation": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                              "data.permute_pixels=1"],
                                             "data.permute_pixels is 1 but"),
     "zero samples": Case([*TRAIN, "log.num_samples=0"], "'log.num_samples' must be at least 1"),
@@ -306,20 +307,20 @@ CASES = {
     "config section not a mapping": Case(CFG, "'train'", config_file(b"train: 3\n")),
     "config is a folder": Case(["train", "--config", "{tmp}"], "is a folder"),
     # the run folder
-    "run folder is a file": Case([*TRAIN, "log.out_dir={tmp}/c.yaml"], "cannot use",
+    "run folder is a file": Case([*TRAIN_IN, "log.out_dir={tmp}/c.yaml"], "cannot use",
                                  config_file(b"")),
-    "run folder under a file": Case([*TRAIN, "log.out_dir={tmp}/c.yaml/run"], "cannot use",
+    "run folder under a file": Case([*TRAIN_IN, "log.out_dir={tmp}/c.yaml/run"], "cannot use",
                                     config_file(b"")),
-    "run folder name too long": Case([*TRAIN, "log.out_dir={tmp}/" + "r" * 300],
+    "run folder name too long": Case([*TRAIN_IN, "log.out_dir={tmp}/" + "r" * 300],
                                      "File name too long"),
-    "existing run without --resume": Case([*TRAIN, "log.out_dir={world}/run"],
+    "existing run without --resume": Case([*TRAIN_IN, "log.out_dir={world}/run"],
                                           "already exists; pass --resume"),
     "resume with nothing to resume": Case([*TRAIN, "--resume"], "--resume: no checkpoint at"),
-    "resume with another model": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+    "resume with another model": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                        "model.blocks=3"], "model.blocks is 3 but"),
-    "resume with another batch size": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+    "resume with another batch size": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                             "train.batch_size=32"], "train.batch_size is 32 but"),
-    "resume with other data": Case([*TRAIN, "--resume", "log.out_dir={world}/run",
+    "resume with other data": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                     "data.val_size=100"], "data.val_size is 100 but"),
     # data
     "data root missing": Case([*TRAIN, "data.name=mnist", "data.root={tmp}/nowhere"],
@@ -424,7 +425,7 @@ CASES = {
                                        checkpoint_copy(put("many", "config", "model", "blocks"))),
     "checkpoint levels tampered": Case(["sample", "--checkpoint", "{tmp}/bad.pt"], "num_levels",
                                        checkpoint_copy(put("17", "num_levels"))),
-    "resume from a damaged checkpoint": Case([*TRAIN, "--resume", "log.out_dir={tmp}"],
+    "resume from a damaged checkpoint": Case([*TRAIN_IN, "--resume", "log.out_dir={tmp}"],
                                              "lacks 'optimizer'",
                                              checkpoint_copy(drop("optimizer"), "checkpoint.pt")),
     "checkpoint data moved": Case(["evaluate", "--checkpoint", "{tmp}/bad.pt"], "not found",
@@ -638,6 +639,30 @@ CASES = {
         ["train", "--config", "{tmp}/copy/config.yaml", "--resume", "--no-progress",
          "train.steps=40"], "is the saved config of the run in {tmp}/copy, but its "
         "log.out_dir is {world}/run (a copied or moved run?)", run_copy),
+    # settings that would be dropped without a word
+    "config key written twice": Case(CFG, "c.yaml': key 'blocks' is written twice (line 3)",
+                                     config_file(b"model:\n  blocks: 2\n  blocks: 6\n")),
+    "config section written twice": Case(CFG, "key 'model' is written twice (line 3)",
+                                         config_file(b"model:\n  blocks: 2\nmodel:\n  "
+                                                     b"patch_size: 2\n")),
+    "override given twice": Case([*TRAIN, "train.steps=3", "train.steps=5"],
+                                 "train.steps given twice ('3' and '5'); give it once"),
+    "data root given twice": Case([*TRAIN, "--data-root", "{tmp}", "data.root={tmp}/b"],
+                                  "--data-root and data.root given twice"),
+    "flag given twice": Case(["sample", "--checkpoint", CKPT, "--n", "2", "--n", "3"],
+                             "--n is given twice; give it once"),
+    "flag given twice, once abbreviated": Case(
+        ["sample", "--checkpoint", CKPT, "--temp", "1", "--temperature", "0.5"],
+        "--temperature is given twice (as --temp and --temperature)"),
+    "compare budget given twice": Case([*COMPARE, "--steps", "1", "--steps", "2"],
+                                       "--steps is given twice"),
+    "image size for a set that keeps its size": Case(
+        [*TRAIN, "data.image_size=8"], "'data.image_size' resizes image folders only; digits"),
+    "download for a set never downloaded": Case(
+        [*TRAIN, "data.download=true"], "'data.download' has no effect for digits"),
+    "download for an npz folder": Case(
+        [*TRAIN, "data.name=npz:{tmp}/npz", "data.download=true"],
+        "has no effect for npz:{tmp}/npz", npz_and(lambda tmp, world, monkeypatch: None)),
     # prepare
     "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
     "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],
