@@ -2,12 +2,15 @@
 latent interpolations of test images."""
 
 import argparse
+import math
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mixerflow.cli import common
+from mixerflow.core.device import MAX_SEED, require_memory
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import atomic_write, not_an_input
 from mixerflow.models.flow import ImageFlow
@@ -42,7 +45,10 @@ def run(args: argparse.Namespace) -> None:
     temperatures = common.numbers(args.temperature, float, "--temperature")
     if min(temperatures) < 0:
         raise UserError(f"--temperature must be at least 0, got {args.temperature}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must lie in 0..{MAX_SEED}, got {args.seed}")
     flow = load_checkpoint(args.checkpoint, args.device)
+    _check_sizes_fit(flow, args)
     inputs = common.inputs_of(args.checkpoint, flow.config.data)
     out = common.output_file(args.out, Path(args.checkpoint).with_name("samples.png"), "--out",
                              inputs)
@@ -72,6 +78,20 @@ def run(args: argparse.Namespace) -> None:
         sampling.save_interpolations(flow, test.images, args.interpolate,
                                      args.interpolation_steps, path)
         print(f"{args.interpolate} latent interpolations between test images -> {path}")
+
+
+def _check_sizes_fit(flow: ImageFlow, args: argparse.Namespace) -> None:
+    """The samples (uint8, all kept), a batch and an interpolation grid (float32 latents) must
+    each fit the free memory."""
+    values = math.prod(flow.image_shape)
+    cpu, device = torch.device("cpu"), torch.device(args.device)
+    require_memory(args.n * values, cpu, f"--n {args.n} samples", "lower --n")
+    batch = min(args.batch_size, max(args.n, args.reconstruct or 0))  # batches are no larger
+    require_memory(batch * values * 4, device, f"--batch-size {args.batch_size}",
+                   "lower --batch-size")
+    steps = (args.interpolate or 0) * args.interpolation_steps
+    require_memory(steps * values * 4, device, f"{args.interpolate} x "
+                   f"{args.interpolation_steps} interpolation steps", "lower --interpolation-steps")
 
 
 def _samples(flow: ImageFlow, args: argparse.Namespace, temperature: float, path: Path) -> None:

@@ -62,6 +62,18 @@ def current_rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+MAX_SEED = 2**63 - 1  # torch's generators take seeds up to 2^64 - 1; we leave room for seed + i
+
+
+def require_memory(needed_bytes: int, device: torch.device, what: str, remedy: str) -> None:
+    """A UserError, before the work, when ``what`` needs more than ``device``'s free memory
+    (``needed_bytes`` a lower bound: if even that does not fit, nothing will)."""
+    free = available_bytes(device)
+    if needed_bytes > free:
+        raise UserError(f"{what} needs at least {needed_bytes / 2**30:,.1f} GiB and {device} has "
+                        f"{free / 2**30:,.1f} GiB free; {remedy}")
+
+
 def available_bytes(device: torch.device) -> int:
     """Free memory on ``device``: the GPU's free memory, or the host's ``MemAvailable``
     (Linux; unbounded where it cannot be read)."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mixerflow.core import schema
+from mixerflow.core.device import MAX_SEED
 from mixerflow.core.errors import UserError
 from mixerflow.data.formats import (
     Streams,
@@ -58,8 +59,8 @@ class DataConfig:
                        "must be at least 1")
         schema.require(self.image_size is None or self.image_size >= 2, "data.image_size",
                        "must be at least 2")
-        schema.require(self.permute_pixels is None or self.permute_pixels >= 0,
-                       "data.permute_pixels", "must be a seed of at least 0")
+        schema.require(self.permute_pixels is None or 0 <= self.permute_pixels <= MAX_SEED,
+                       "data.permute_pixels", f"must be a seed in 0..{MAX_SEED}")
 
     def make_paths_absolute(self) -> None:
         """Data paths as absolute paths, so a run's checkpoint finds its data from anywhere."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mixerflow.core import schema
-from mixerflow.core.device import DEVICES, is_device_name
+from mixerflow.core.device import DEVICES, MAX_SEED, is_device_name
 from mixerflow.core.errors import UserError
 from mixerflow.data.sources import DataConfig
 from mixerflow.models import MixerFlowConfig, ModelConfig
@@ -142,6 +142,7 @@ def _validate_train_and_log(t: TrainConfig, lg: LogConfig) -> None:
             f"must be at least {MIN_INIT_IMAGES}: ActNorm's data-dependent init takes its "
             f"means and scales from these images; got {t.init_batch_size}")
     require(t.warmup_steps >= 0, "train.warmup_steps", "must be at least 0")
+    require(0 <= t.seed <= MAX_SEED, "train.seed", f"must lie in 0..{MAX_SEED}; got {t.seed}")
     require(t.lr > 0, "train.lr", "must be positive")
     require(t.grad_clip > 0, "train.grad_clip", "must be positive")
     require(t.weight_decay >= 0, "train.weight_decay", "must be at least 0")

@@ -3,12 +3,14 @@ or the model, optimiser and random streams of its checkpoint."""
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from mixerflow.core.device import require_memory
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import claimable_folder, not_an_input, output_path
 from mixerflow.data.images import Splits
@@ -141,6 +143,7 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     """A fresh model with its ActNorm initialised, or the one in ``payload``, the run
     folder's checkpoint (:func:`read_run_checkpoint`), to resume."""
     path = Path(cfg.log.out_dir) / "checkpoint.pt"
+    _check_batches_fit(cfg, splits, world.device)
     if payload is None:
         return _with_optimiser(cfg, _fresh_model(cfg, splits, world.device), splits, world)
     flow, saved_cfg = flow_from_checkpoint(payload, path)
@@ -159,6 +162,17 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     started.progress = Progress(payload["step"], payload["elapsed"],
                                 payload.get("lr_scale", 1.0), payload.get("rollbacks", 0))
     return started
+
+
+def _check_batches_fit(cfg: Config, splits: Splits, device: torch.device) -> None:
+    """Each batch a run takes, as float32 images alone, must fit the device's free memory."""
+    t, image_bytes = cfg.train, 4 * math.prod(splits.image_shape)
+    sizes = {"batch_size": t.batch_size,  # drawn with replacement: always whole
+             "eval_batch_size": min(t.eval_batch_size, max(len(splits.val), len(splits.test))),
+             "init_batch_size": min(t.init_batch_size, len(splits.train))}
+    for key, images in sizes.items():
+        require_memory(images * image_bytes, device, f"a batch of train.{key}={images} images",
+                       f"lower train.{key}")
 
 
 def _fresh_model(cfg: Config, splits: Splits, device: torch.device) -> ImageFlow:

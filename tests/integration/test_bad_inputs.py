@@ -285,7 +285,7 @@ CASES = {
     "negative weight decay": Case([*TRAIN, "train.weight_decay=-0.1"],
                                   "'train.weight_decay' must be at least 0"),
     "negative permutation seed": Case([*TRAIN, "data.permute_pixels=-1"],
-                                      "'data.permute_pixels' must be a seed of at least 0"),
+                                      "'data.permute_pixels' must be a seed in 0.."),
     "resume with another permutation": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                              "data.permute_pixels=1"],
                                             "data.permute_pixels is 1 but"),
@@ -663,6 +663,24 @@ CASES = {
     "download for an npz folder": Case(
         [*TRAIN, "data.name=npz:{tmp}/npz", "data.download=true"],
         "has no effect for npz:{tmp}/npz", npz_and(lambda tmp, world, monkeypatch: None)),
+    # numbers beyond what the libraries take, sizes far beyond the machine's memory
+    "train seed negative": Case([*TRAIN, "train.seed=-1"], "'train.seed' must lie in 0.."),
+    "train seed beyond 64 bits": Case([*TRAIN, "train.seed=100000000000000000000"],
+                                      "'train.seed' must lie in 0.."),
+    "permutation seed beyond 64 bits": Case([*TRAIN, "data.permute_pixels=" + "9" * 20],
+                                            "'data.permute_pixels' must be a seed in 0.."),
+    "sample seed beyond 64 bits": Case(["sample", "--checkpoint", CKPT, "--seed", "9" * 20],
+                                       "--seed must lie in 0.."),
+    "sample seed negative": Case(["sample", "--checkpoint", CKPT, "--seed", "-4"],
+                                 "--seed must lie in 0.."),
+    "samples beyond the memory": Case(["sample", "--checkpoint", CKPT, "--n", "10" * 7],
+                                      "samples needs at least"),
+    "interpolation beyond the memory": Case(
+        ["sample", "--checkpoint", CKPT, "--interpolate", "2", "--interpolation-steps",
+         "10" * 7, "--out", "{tmp}/s.png"], "interpolation steps needs at least"),
+    "train batch beyond the memory": Case([*TRAIN, "train.batch_size=" + "10" * 7],
+                                          "a batch of train.batch_size=10101010101010 images "
+                                          "needs at least"),
     # prepare
     "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
     "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],
