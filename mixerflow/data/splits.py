@@ -18,6 +18,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     split indexes the mapped file.
     """
     train, test, num_levels = load_train_test(cfg)
+    for name, part in (("train", train), ("test", test)):
+        if len(part) == 0:
+            raise UserError(f"{cfg.name}: the {name} split holds no images")
     if train.images.shape[1:] != test.images.shape[1:]:
         raise UserError(f"{cfg.name}: train images are {tuple(train.images.shape[1:])} but "
                         f"test images are {tuple(test.images.shape[1:])}")

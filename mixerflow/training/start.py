@@ -24,7 +24,7 @@ from mixerflow.training.checkpoint import (
     flow_from_checkpoint,
     read_checkpoint,
 )
-from mixerflow.training.config import Config
+from mixerflow.training.config import MIN_INIT_IMAGES, Config
 from mixerflow.training.distributed import Distributed
 from mixerflow.training.lifecycle import RunLock
 from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimizer, use_fused_adam
@@ -143,6 +143,7 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     """A fresh model with its ActNorm initialised, or the one in ``payload``, the run
     folder's checkpoint (:func:`read_run_checkpoint`), to resume."""
     path = Path(cfg.log.out_dir) / "checkpoint.pt"
+    _check_enough_data(cfg, splits, resume=payload is not None)
     _check_batches_fit(cfg, splits, world.device)
     if payload is None:
         return _with_optimiser(cfg, _fresh_model(cfg, splits, world.device), splits, world)
@@ -162,6 +163,20 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     started.progress = Progress(payload["step"], payload["elapsed"],
                                 payload.get("lr_scale", 1.0), payload.get("rollbacks", 0))
     return started
+
+
+def _check_enough_data(cfg: Config, splits: Splits, resume: bool) -> None:
+    """Enough training images for what the settings ask: ActNorm's initialisation (a fresh
+    run) takes ``train.init_batch_size`` of them, and never fewer than MIN_INIT_IMAGES."""
+    count, t = len(splits.train), cfg.train
+    if count < MIN_INIT_IMAGES:
+        carved = f" after data.val_size={len(splits.val)} went to validation"
+        raise UserError(f"{cfg.data.name} leaves {count} training images{carved}; a run needs "
+                        f"at least {MIN_INIT_IMAGES} (lower data.val_size or add images)")
+    if not resume and t.init_batch_size > count:
+        raise UserError(f"config key 'train.init_batch_size' ({t.init_batch_size}) asks for "
+                        f"more images than the {count} training images; lower it to at most "
+                        f"{count}")
 
 
 def _check_batches_fit(cfg: Config, splits: Splits, device: torch.device) -> None:

@@ -113,6 +113,16 @@ def run_copy(tmp, world, monkeypatch):
     shutil.copytree(world / "run", tmp / "copy")
 
 
+def npz_counts(train: int, test: int) -> Callable:
+    """tmp/npz with ``train`` and ``test`` blank 4x4 RGB images (either may be none)."""
+    def make(tmp, world, monkeypatch):
+        (tmp / "npz").mkdir()
+        for split, count in (("train", train), ("test", test)):
+            np.savez(tmp / "npz" / f"{split}.npz", data=np.zeros((count, 48), np.uint8),
+                     labels=np.zeros(count, np.int64))
+    return make
+
+
 def npz_and(then: Callable) -> Callable:
     def make(tmp, world, monkeypatch):
         npz_set(np.zeros((40, 12), np.uint8))(tmp, world, monkeypatch)
@@ -681,6 +691,17 @@ CASES = {
     "train batch beyond the memory": Case([*TRAIN, "train.batch_size=" + "10" * 7],
                                           "a batch of train.batch_size=10101010101010 images "
                                           "needs at least"),
+    # too little data for what the settings ask
+    "empty test split": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=4"],
+                             "the test split holds no images", npz_counts(40, 0)),
+    "empty train split": Case([*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=4"],
+                              "the train split holds no images", npz_counts(0, 5)),
+    "init batch beyond the train split": Case(
+        [*TRAIN, "train.init_batch_size=5000"],
+        "'train.init_batch_size' (5000) asks for more images than the 1300 training images"),
+    "validation leaves too few to train on": Case(
+        [*TRAIN, "data.val_size=1420"], "digits leaves 17 training images after "
+        "data.val_size=1420 went to validation; a run needs at least 32"),
     # prepare
     "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
     "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],
