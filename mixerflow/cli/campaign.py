@@ -3,7 +3,6 @@
 import argparse
 
 from mixerflow.cli import common
-from mixerflow.core.errors import UserError
 from mixerflow.experiments import campaign
 
 
@@ -26,8 +25,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     parts = common.choices(args.parts, campaign.PARTS, "--parts")
-    if args.minutes is not None and args.minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {args.minutes}")
+    common.positive_minutes(args.minutes)
     default = "reports/campaign_smoke" if args.smoke else "docs/gpu_campaign"
     out = common.report_folder(default if args.out is None else args.out,
                                {"report.md", "bench", "compare"})

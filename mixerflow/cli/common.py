@@ -3,6 +3,7 @@ values (one-line errors before any work)."""
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 
 from mixerflow.core.errors import UserError
@@ -106,4 +107,12 @@ def numbers(text: str, kind: type, option: str) -> list:
         raise UserError(f"{option} must be comma-separated {noun}, got {text!r}") from None
     if not values or len(set(values)) != len(values):
         raise UserError(f"{option} must list distinct {noun}, got {text!r}")
+    if not all(map(math.isfinite, values)):
+        raise UserError(f"{option} must list finite {noun}, got {text!r}")
     return values
+
+
+def positive_minutes(minutes: float | None) -> None:
+    """``--minutes``, when given, is a positive finite number."""
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise UserError(f"--minutes must be positive and finite, got {minutes}")

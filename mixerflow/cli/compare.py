@@ -32,6 +32,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    common.positive_minutes(args.minutes)
     paths = args.model or [shipped_config(name) for name in COMPARED]
     if len(paths) < 2:
         raise UserError("compare needs at least two --model configs")

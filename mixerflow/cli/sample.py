@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> None:
     temperatures = common.numbers(args.temperature, float, "--temperature")
     if min(temperatures) < 0:
         raise UserError(f"--temperature must be at least 0, got {args.temperature}")
+    if args.data_root and not (args.reconstruct or args.interpolate):
+        raise UserError("--data-root has no effect here: sample reads test images only for "
+                        "--reconstruct or --interpolate")
     if not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed must lie in 0..{MAX_SEED}, got {args.seed}")
     flow = load_checkpoint(args.checkpoint, args.device)

@@ -702,6 +702,18 @@ CASES = {
     "validation leaves too few to train on": Case(
         [*TRAIN, "data.val_size=1420"], "digits leaves 17 training images after "
         "data.val_size=1420 went to validation; a run needs at least 32"),
+    # non-finite sampling and budget settings, a flag the command ignores
+    "sample temperature nan": Case(["sample", "--checkpoint", CKPT, "--temperature", "nan"],
+                                   "--temperature must list finite numbers"),
+    "sample temperature infinite": Case(["sample", "--checkpoint", CKPT, "--temperature",
+                                         "0.5,inf"], "--temperature must list finite numbers"),
+    "compare minutes nan": Case([*COMPARE, "--minutes", "nan"],
+                                "--minutes must be positive and finite, got nan"),
+    "campaign minutes infinite": Case(["campaign", "--minutes", "inf"],
+                                      "--minutes must be positive and finite, got inf"),
+    "sample data root it never reads": Case(
+        ["sample", "--checkpoint", CKPT, "--data-root", "{tmp}", "--out", "{tmp}/s.png"],
+        "--data-root has no effect here: sample reads test images only for --reconstruct"),
     # prepare
     "prepare without source": Case(["prepare"], "prepare needs a SOURCE"),
     "prepare unknown source": Case(["prepare", "mnist10", "--out", "{tmp}/s"],
