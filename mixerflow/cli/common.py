@@ -7,7 +7,13 @@ import math
 from pathlib import Path
 
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import claimable_folder, not_an_input, output_path, writable
+from mixerflow.core.files import (
+    claimable_folder,
+    is_temporary,
+    not_an_input,
+    output_path,
+    writable,
+)
 from mixerflow.data.images import Splits
 from mixerflow.data.sources import DataConfig, data_folders
 from mixerflow.data.splits import load_splits
@@ -59,8 +65,7 @@ def report_folder(named: str, ours: set[str], flag: str = "--out") -> Path:
     folder = output_path(named, flag)
 
     def written_by_us(name: str) -> bool:
-        return name in ours or name.startswith((".write-check-", "samples_")) or (
-            name.startswith(".") and name.endswith(".tmp"))
+        return name in ours or name.startswith("samples_") or is_temporary(name)
 
     claimable_folder(folder, written_by_us, flag)
     return writable(folder / "report.md").parent

@@ -59,8 +59,10 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--out {out} names the PNG grid; end its name in .png")
     grids = {t: out if len(temperatures) == 1 else out.with_name(f"{out.stem}_t{t:g}.png")
              for t in temperatures}
-    extra = [out.with_name(f"{out.stem}_{part}.png") for part in ("reconstruct", "interpolate")]
-    for path in [*grids.values(), *(p.with_suffix(".npy") for p in grids.values()), *extra]:
+    extra = {part: out.with_name(f"{out.stem}_{part}.png") for part in ("reconstruct",
+                                                                         "interpolate")}
+    for path in [*grids.values(), *(p.with_suffix(".npy") for p in grids.values()),
+                 *extra.values()]:
         not_an_input(path, inputs, "--out")
     test = None
     if args.reconstruct or args.interpolate:  # the test images first: a failure shows early
@@ -71,13 +73,13 @@ def run(args: argparse.Namespace) -> None:
     for temperature, path in grids.items():
         _samples(flow, args, temperature, path)
     if args.reconstruct:
-        path = out.with_name(f"{out.stem}_reconstruct.png")
+        path = extra["reconstruct"]
         error = sampling.save_reconstructions(flow, test.images[: args.reconstruct],
                                               args.batch_size, path)
         print(f"reconstruction of {args.reconstruct} test images: max pixel error {error} "
               f"-> {path}")
     if args.interpolate:
-        path = out.with_name(f"{out.stem}_interpolate.png")
+        path = extra["interpolate"]
         sampling.save_interpolations(flow, test.images, args.interpolate,
                                      args.interpolation_steps, path)
         print(f"{args.interpolate} latent interpolations between test images -> {path}")

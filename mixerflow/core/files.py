@@ -8,6 +8,8 @@ from typing import Any, BinaryIO
 
 from mixerflow.core.errors import UserError
 
+WRITE_CHECK_PREFIX = ".write-check-"  # writable()'s probe file
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write(file)`` on a new file beside ``path``, then move it into place, so
@@ -34,6 +36,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         raise UserError(f"cannot write {path}: {cause.strerror or cause}{kept}") from None
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of this module's temporary files: an :func:`atomic_write` in
+    progress (``.NAME.XXXX.tmp``, left behind only by a kill) or :func:`writable`'s probe."""
+    return (name.startswith(".") and name.endswith(".tmp")) or name.startswith(WRITE_CHECK_PREFIX)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write` of UTF-8 ``text``."""
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
@@ -50,7 +58,7 @@ def writable(path: Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-check-"):
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=WRITE_CHECK_PREFIX):
             pass
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}") from None

@@ -12,7 +12,7 @@ import torch
 
 from mixerflow.core.device import require_memory
 from mixerflow.core.errors import UserError
-from mixerflow.core.files import claimable_folder, not_an_input, output_path
+from mixerflow.core.files import claimable_folder, is_temporary, not_an_input, output_path
 from mixerflow.data.images import Splits
 from mixerflow.data.sampler import BatchSampler
 from mixerflow.data.sources import data_folders
@@ -123,7 +123,7 @@ def with_run_data_root(cfg: Config, payload: dict) -> Config:
 def is_run_file(name: str) -> bool:
     """Whether a run writes files of this name into its folder (atomic writes' temporaries
     included)."""
-    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
+    return name in RUN_FILES or is_temporary(name)
 
 
 def _check_run_folder(cfg: Config, resume: bool) -> None:
