@@ -91,6 +91,9 @@ def mnist_files(damage: str) -> Callable:
         if damage == "bad gzip":
             (raw / "train-images-idx3-ubyte").unlink()
             (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+        if damage == "linked":  # the test images are the train images, through a link
+            (raw / "t10k-images-idx3-ubyte").unlink()
+            (raw / "t10k-images-idx3-ubyte").symlink_to("train-images-idx3-ubyte")
         if damage == "truncated gzip":
             image_file = raw / "train-images-idx3-ubyte"
             packed = gzip.compress(image_file.read_bytes())

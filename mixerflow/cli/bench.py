@@ -35,6 +35,9 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "batch_size", "timed_steps", "threads")
+    if args.data_root:
+        raise UserError("--data-root has no effect here: bench times random images of the "
+                        "data's shape and reads no data")
     out = common.report_folder(args.out, {"report.json", "report.md", "scaling.png"})
     precisions = common.choices(args.precision, PRECISIONS, "--precision")
     modes = common.choices(args.modes, bench.MODES, "--modes")

@@ -3,6 +3,7 @@
 import argparse
 
 from mixerflow.cli import common
+from mixerflow.core.errors import UserError
 from mixerflow.experiments import campaign
 
 
@@ -26,6 +27,9 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     parts = common.choices(args.parts, campaign.PARTS, "--parts")
     common.positive_minutes(args.minutes)
+    if args.data_root and "compare" not in parts:
+        raise UserError("--data-root has no effect here: the bench part reads no data "
+                        "(only --parts compare does)")
     default = "reports/campaign_smoke" if args.smoke else "docs/gpu_campaign"
     out = common.report_folder(default if args.out is None else args.out,
                                {"report.md", "bench", "compare"})

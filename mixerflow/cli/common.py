@@ -15,8 +15,9 @@ from mixerflow.core.files import (
     writable,
 )
 from mixerflow.data.images import Splits
-from mixerflow.data.sources import DataConfig, data_folders
+from mixerflow.data.sources import DataConfig, data_folders, root_unused
 from mixerflow.data.splits import load_splits
+from mixerflow.models.flow import ImageFlow
 
 OVERRIDES_EPILOG = ("Any further key.sub=value arguments override every config (a model key "
                     "the configs of the kinds that have it).")
@@ -77,12 +78,25 @@ def inputs_of(checkpoint: str, data_cfg: DataConfig) -> dict[str, Path]:
     return {"the checkpoint": Path(checkpoint), **data_folders(data_cfg)}
 
 
-def splits_of(data_cfg: DataConfig, args: argparse.Namespace) -> Splits:
+def splits_of(data_cfg: DataConfig, args: argparse.Namespace,
+              flow: ImageFlow | None = None) -> Splits:
     """The splits of a trained run's (or an embeddings file's) data; ``--data-root`` says
-    where that data lies now."""
+    where that data lies now. With ``flow`` (the run's model), images of another shape or
+    number of levels than it was trained on are refused."""
     if args.data_root:
+        unused_root(data_cfg.name)
         data_cfg = dataclasses.replace(data_cfg, root=str(Path(args.data_root).absolute()))
-    return load_splits(data_cfg)
+    splits = load_splits(data_cfg)
+    if flow is not None:
+        flow.require_images(splits.image_shape, splits.num_levels, data_cfg.name)
+    return splits
+
+
+def unused_root(name: str) -> None:
+    """``--data-root`` given for data set ``name`` that reads none is an error."""
+    unused = root_unused(name)
+    if unused:
+        raise UserError(f"--data-root has no effect here: {unused}")
 
 
 def at_least(args: argparse.Namespace, minimum: int, *flags: str) -> None:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
     flow = load_checkpoint(args.checkpoint, args.device)
     out = common.output_file(args.out, Path(args.checkpoint).with_name("embeddings.npz"),
                              "--out", common.inputs_of(args.checkpoint, flow.config.data))
-    splits = common.splits_of(flow.config.data, args)
+    splits = common.splits_of(flow.config.data, args, flow)
     flow.embed(splits.test.images[:1].to(args.device), args.layer, args.pool)  # names first
     arrays = embedding.embed_splits(flow, splits, args.layer, args.pool, args.batch_size,
                                     args.max_train, show_progress=not args.no_progress)

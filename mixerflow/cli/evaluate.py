@@ -20,6 +20,6 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "batch_size")
     flow = load_checkpoint(args.checkpoint, args.device)
-    images = getattr(common.splits_of(flow.config.data, args), args.split)
+    images = getattr(common.splits_of(flow.config.data, args, flow), args.split)
     bpd, se = evaluate_bpd(flow, images, args.batch_size)
     print(f"{args.split} bits/dim {bpd:.4f} ± {se:.4f} over {len(images)} images")

@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> None:
                         f"{args.source} is read from where it lies")
     if args.image_size and not source.resizes:
         raise UserError(f"--image-size resizes image folders only; {args.source} keeps its size")
+    if args.data_root and source.prepared and args.out:
+        raise UserError(f"--data-root has no effect with --out: prepare {args.source} reads "
+                        "--src and writes --out")
+    if args.data_root and not source.prepared:
+        common.unused_root(args.source)
     if source.prepared:
         out = Path(args.out or data_root(args.data_root) / args.source)
     elif args.out is None:

@@ -25,6 +25,9 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "max_iter")
+    if args.data_root and not args.baseline:
+        raise UserError("--data-root has no effect here: probe reads images only for "
+                        "--baseline pixels")
     if args.json is not None:
         common.output_file(args.json, Path(args.json), "--json",
                            {"the embeddings": Path(args.embeddings)})

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
         not_an_input(path, inputs, "--out")
     test = None
     if args.reconstruct or args.interpolate:  # the test images first: a failure shows early
-        test = common.splits_of(flow.config.data, args).test
+        test = common.splits_of(flow.config.data, args, flow).test
         needed = max(args.reconstruct or 0, 2 * (args.interpolate or 0))
         if needed > len(test):
             raise UserError(f"asked for {needed} test images but the test split has {len(test)}")

@@ -2,7 +2,7 @@
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -105,3 +105,15 @@ def claimable_folder(folder: Path, ours: Callable[[str], bool], flag: str) -> No
         shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
         raise UserError(f"{flag} {folder} holds files that mixerflow did not write ({shown}); "
                         "name a new folder")
+
+
+def distinct_files(paths: Iterable[str | Path], what: str) -> None:
+    """Refuse two of ``paths`` that are one file (reached through a symbolic or hard link):
+    its images would count twice, or a test image would be trained on."""
+    seen: dict[tuple[int, int], str | Path] = {}
+    for path in paths:
+        info = os.stat(path)
+        first = seen.setdefault((info.st_dev, info.st_ino), path)
+        if first is not path:
+            raise UserError(f"{first} and {path} are one file (through a link); {what} must "
+                            "hold each image once")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mixerflow.core.errors import UserError
+from mixerflow.core.files import distinct_files
 from mixerflow.data.images import SPLIT_NAMES, ImageSet
 
 Chunks = Iterator[tuple[np.ndarray, np.ndarray]]  # (uint8 images (n, C, H, W), labels (n,))
@@ -106,15 +107,41 @@ def imagenet_batches(src: Path, side: int) -> Streams:
     return splits
 
 
+GRAY_MODES = ("1", "L", "LA", "La")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # grayscale 0..65535
+NO_8_BIT_READING = {"I": "32-bit integer", "F": "floating-point"}
+
+
 def _open_image(path: str):
-    """An image file as PIL: grayscale ones stay one channel, the rest become RGB."""
+    """An image file as PIL, its values kept: grayscale stays one channel (16-bit values
+    scaled to 8 bits), colour (palette, CMYK …) becomes RGB; transparency, 32-bit and float
+    pixels, and what the decoder refuses (a decompression bomb …) are UserErrors."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
-    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            return _eight_bit(image, path)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        # PIL's UnidentifiedImageError is an OSError
         raise UserError(f"{path} is not a readable image ({err})") from None
+
+
+def _eight_bit(image, path: str):
+    """``image`` (PIL) as mode ``L`` or ``RGB`` with the values it shows."""
+    from PIL import Image
+
+    if image.mode in NO_8_BIT_READING:
+        raise UserError(f"{path} holds {NO_8_BIT_READING[image.mode]} pixels (mode "
+                        f"{image.mode}); save it as an 8- or 16-bit image")
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.uint32)
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")  # a palette's transparency becomes alpha
+    if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
+        raise UserError(f"{path} has transparent pixels (mode {image.mode}); mixerflow reads "
+                        "no alpha: flatten it onto a background first")
+    return image.convert("L" if image.mode in GRAY_MODES else "RGB")
 
 
 def folder_images(src: Path, image_size: int | None) -> Streams:
@@ -127,7 +154,7 @@ def folder_images(src: Path, image_size: int | None) -> Streams:
     steps = [v2.PILToTensor()]
     if image_size:
         steps.insert(0, v2.Resize((image_size, image_size)))
-    splits, classes = {}, None
+    splits, classes, paths = {}, None, []
     for name in SPLIT_NAMES:
         folder = Path(src) / name
         if not folder.is_dir():
@@ -153,6 +180,8 @@ def folder_images(src: Path, image_size: int | None) -> Streams:
                 yield image.numpy()[None], remap[[label]]
 
         splits[name] = (len(dataset), shape, chunks())
+        paths.extend(path for path, _ in dataset.samples)
+    distinct_files(paths, f"image folder {src}")
     return splits
 
 

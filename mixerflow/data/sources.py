@@ -21,6 +21,7 @@ import torch
 from mixerflow.core import schema
 from mixerflow.core.device import MAX_SEED
 from mixerflow.core.errors import UserError
+from mixerflow.core.files import distinct_files
 from mixerflow.data.formats import (
     Streams,
     as_pixels,
@@ -89,6 +90,7 @@ class Source:
     ``mixerflow prepare`` (default: loaded, then one chunk per split). ``prepared``: read
     from a store that ``prepare`` writes at ``<data root>/<name>`` from ``--src`` files.
     ``resizes``: its images are resized to ``data.image_size`` when that is set.
+    ``reads_root``: its files lie under the data root (``data.root``, ``--data-root``).
     """
 
     name: str
@@ -99,6 +101,7 @@ class Source:
     prepared: bool = False
     resizes: bool = False  # honours data.image_size
     downloads: bool = False  # honours data.download
+    reads_root: bool = False  # honours data.root
 
 
 SOURCES: dict[str, Source] = {}
@@ -122,6 +125,17 @@ def find_source(name: str) -> tuple[Source, Path | None]:
     if source is not None and source.takes_path == bool(sep) and (path or not sep):
         return source, Path(path) if sep else None
     raise UserError(f"config key 'data.name' must be one of {source_names()}; got {name!r}")
+
+
+def root_unused(name: str) -> str | None:
+    """Why a data root means nothing to the set ``data.name`` names; None where it reads one.
+    (Checked where a user gives a root, not in :meth:`DataConfig.validate`: a checkpoint
+    saved with such a root must still load.)"""
+    source, path = find_source(name)
+    if source.reads_root:
+        return None
+    return f"{name} names its own folder" if path is not None else \
+        f"{name} is bundled with the code, not read from a folder"
 
 
 def located(cfg: DataConfig) -> tuple[Source, Path]:
@@ -196,10 +210,12 @@ def _mnist_like(root: Path, folder: str, download: bool) -> tuple[ImageSet, Imag
             reason = str(err).strip().splitlines()[-1]
             raise UserError(f"data.download=true: could not download {folder} into {root} "
                             f"({reason}); copy its raw/ files there instead") from None
+    files = {prefix: [_idx_file(raw_dir, f"{prefix}-{kind}") for kind in
+                      ("images-idx3-ubyte", "labels-idx1-ubyte")] for prefix in ("train", "t10k")}
+    distinct_files([*files["train"], *files["t10k"]], f"{raw_dir}")
     sets = []
-    for prefix in ("train", "t10k"):
-        images = read_idx(_idx_file(raw_dir, f"{prefix}-images-idx3-ubyte"))
-        labels_path = _idx_file(raw_dir, f"{prefix}-labels-idx1-ubyte")
+    for images_path, labels_path in files.values():
+        images = read_idx(images_path)
         sets.append(_as_set(images[:, None], read_idx(labels_path), str(labels_path)))
     return sets[0], sets[1]
 
@@ -224,6 +240,7 @@ def _npz_dir(folder: Path) -> tuple[ImageSet, ImageSet]:
     for path in paths:
         if not path.is_file():
             raise UserError(f"{path} not found; expected train.npz and test.npz in {folder}")
+    distinct_files(paths, str(folder))
     return _npz_split(paths[0]), _npz_split(paths[1])
 
 
@@ -274,16 +291,18 @@ def _imagenet(side: int) -> Source:
         return imagenet_batches(src, side), 256
 
     return Source(f"imagenet{side}", lambda cfg, root: _named_store(root, cfg.name),
-                  shape=(3, side, side), stream=stream, prepared=True)
+                  shape=(3, side, side), stream=stream, prepared=True, reads_root=True)
 
 
 register_source(Source("digits", lambda cfg, root: (*_digits(), 17), shape=(1, 8, 8)))
 register_source(Source("mnist", lambda cfg, root: (*_mnist_like(root, "MNIST", cfg.download),
-                                                   256), shape=(1, 28, 28), downloads=True))
+                                                   256), shape=(1, 28, 28), downloads=True,
+                       reads_root=True))
 register_source(Source("fashion_mnist", lambda cfg, root: (
-    *_mnist_like(root, "FashionMNIST", cfg.download), 256), shape=(1, 28, 28), downloads=True))
+    *_mnist_like(root, "FashionMNIST", cfg.download), 256), shape=(1, 28, 28), downloads=True,
+    reads_root=True))
 register_source(Source("cifar10", lambda cfg, root: (*_cifar10(root, cfg.download), 256),
-                       shape=(3, 32, 32), downloads=True))
+                       shape=(3, 32, 32), downloads=True, reads_root=True))
 register_source(_imagenet(32))
 register_source(_imagenet(64))
 register_source(Source("npz", lambda cfg, path: (*_npz_dir(path), 256), takes_path=True))

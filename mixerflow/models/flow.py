@@ -7,6 +7,7 @@ from nflows.distributions.normal import StandardNormal
 from nflows.transforms.base import CompositeTransform
 from torch import nn
 
+from mixerflow.core.errors import UserError
 from mixerflow.models.kind import MODEL_KINDS, ImageTransform, ModelConfig
 from mixerflow.transforms.patches import PermutePixels
 from mixerflow.transforms.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
@@ -40,6 +41,14 @@ class ImageFlow(nn.Module):
     @property
     def num_dims(self) -> int:
         return math.prod(self.image_shape)
+
+    def require_images(self, image_shape: tuple[int, ...], num_levels: int, data: str) -> None:
+        """Refuse data (named ``data``) whose images are not of the shape and number of levels
+        this flow was built for: its bits/dim or samples would be meaningless."""
+        if (tuple(image_shape), num_levels) != (self.image_shape, self.num_levels):
+            raise UserError(f"the model takes {self.image_shape} images of {self.num_levels} "
+                            f"levels but {data} gives {tuple(image_shape)} images of "
+                            f"{num_levels} levels (did the data change since training?)")
 
     def log_prob(
         self,

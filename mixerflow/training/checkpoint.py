@@ -14,6 +14,8 @@ from mixerflow.training.config import Config, config_from_dict
 FORMAT = "mixerflow-checkpoint-v1"
 MODEL_KEYS = ("config", "image_shape", "num_levels", "model")  # what rebuilds the flow
 TRAINING_KEYS = ("optimizer", "step", "elapsed", "rng")  # what a resume needs beside it
+KEY_TYPES = {"config": dict, "image_shape": list, "num_levels": int, "model": dict,
+             "optimizer": dict, "step": int, "elapsed": int | float, "rng": torch.Tensor}
 
 
 def save_checkpoint(path: Path, flow: ImageFlow, cfg: Config, **training_state: Any) -> None:
@@ -54,7 +56,22 @@ def read_checkpoint(path: str | Path, keys: tuple[str, ...] = MODEL_KEYS) -> dic
     if missing:
         raise UserError(f"checkpoint {str(path)!r} is damaged: it lacks "
                         f"{', '.join(repr(key) for key in missing)}")
+    for key in keys:
+        _check_field(payload[key], key, path)
     return payload
+
+
+def _check_field(value: Any, key: str, path: Path) -> None:
+    """A checkpoint field of the type it is written with (a count: not negative)."""
+    expected = KEY_TYPES[key]
+    fits = isinstance(value, expected) and not isinstance(value, bool)
+    if fits and key in ("step", "elapsed"):
+        fits = 0 <= value < float("inf")
+    if not fits:
+        name = getattr(expected, "__name__", None) or str(expected).replace(" | ", " or ")
+        sign = "non-negative finite " if key in ("step", "elapsed") else ""
+        raise UserError(f"checkpoint {str(path)!r} is damaged: its {key!r} is {value!r:.40} "
+                        f"({type(value).__name__}); expected {sign}{name}")
 
 
 def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[ImageFlow, Config]:

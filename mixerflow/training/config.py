@@ -14,7 +14,7 @@ from typing import Any
 from mixerflow.core import schema
 from mixerflow.core.device import DEVICES, MAX_SEED, is_device_name
 from mixerflow.core.errors import UserError
-from mixerflow.data.sources import DataConfig
+from mixerflow.data.sources import DataConfig, root_unused
 from mixerflow.models import MixerFlowConfig, ModelConfig
 from mixerflow.models.kind import model_keys
 from mixerflow.nn.precision import PRECISIONS
@@ -88,6 +88,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     for override in overrides:
         schema.apply_override(tree, override)
     cfg = config_from_dict(tree)
+    unused = cfg.data.root is not None and root_unused(cfg.data.name)
+    schema.require(not unused, "data.root", f"(or --data-root) has no effect: {unused}")
     cfg.data.make_paths_absolute()
     return cfg
 

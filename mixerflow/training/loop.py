@@ -133,13 +133,14 @@ class Run:
         self.memory_at_start = 0.0 if on_cuda else current_rss_mb()
         if not self.world.is_main:
             return
+        # the log first: a damaged metrics log stops the resume before anything is written
+        self.log = RunLog(self.run_dir, self.cfg, self.progress.step if resumed else None)
         atomic_write_text(self.run_dir / "config.yaml",
                           yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         processes = f" x {self.world.world_size} processes" if self.world.grouped else ""
         print(f"{self.cfg.model.kind}: {count_parameters(self.flow):,} parameters; "
               f"{len(self.splits.train)} train images {self.splits.image_shape} on "
               f"{self.world.device}{processes}")
-        self.log = RunLog(self.run_dir, self.cfg, self.progress.step if resumed else None)
 
     def train_steps(self, show_progress: bool) -> None:
         """Steps until the budget ends, each followed by its phases; a stop signal ends the

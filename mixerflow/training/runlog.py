@@ -48,15 +48,34 @@ def _keep_records_until(path: Path, step: int | None) -> None:
         return
     kept = []
     if step is not None:
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut short by a kill
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= step and \
+        lines = _read_lines(path)
+        for number, line in enumerate(lines, 1):
+            record = _record(line)
+            if record is None and number < len(lines):
+                raise UserError(f"{path} is damaged: line {number} is not a record of ours; "
+                                "repair it or move it aside to resume")
+            if record is not None and record.get("step", 0) <= step and \
                     "test_bpd" not in record:
-                kept.append(line + "\n")
+                kept.append(line + "\n")  # (a last line cut short by a kill goes)
     atomic_write_text(path, "".join(kept))
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is damaged: it is not text; repair it or move it aside to "
+                        "resume") from None
+
+
+def _record(line: str) -> dict | None:
+    """A metrics line as its record: a JSON object whose step, if any, is an integer."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step", 0) if isinstance(record, dict) else None
+    return record if type(step) is int else None
 
 
 def _start_wandb(run_dir: Path, cfg: Config, mode: str):

@@ -32,6 +32,7 @@ from mixerflow.training.step import TrainStep, initialize_actnorm, make_optimize
 WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resumes
 RUN_FILES = {".lock", "config.yaml", "metrics.jsonl", "checkpoint.pt", "samples.png",
              "results.json", "wandb", "wandb_id"}  # what a run writes into its folder
+RUN_FOLDERS = {"wandb"}  # the one folder among them
 SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size"}}  # None: every key
 
 
@@ -134,6 +135,12 @@ def _check_run_folder(cfg: Config, resume: bool) -> None:
         not_an_input(run_dir, data_folders(cfg.data), "config key 'log.out_dir'")
         if not resume and not (run_dir / "checkpoint.pt").exists():
             claimable_folder(run_dir, is_run_file, "config key 'log.out_dir'")
+        for name in sorted(RUN_FILES - {".lock"}):  # RunLock reports its own
+            entry = run_dir / name
+            if entry.exists() and entry.is_dir() != (name in RUN_FOLDERS):
+                kinds = ("a file", "a folder")[::1 if name in RUN_FOLDERS else -1]
+                raise UserError(f"{entry} is {kinds[0]} where the run writes {kinds[1]}; "
+                                "move it aside")
     except OSError as err:  # a name too long, a folder that cannot be read
         raise UserError(f"cannot use {run_dir} as the run folder (log.out_dir): "
                         f"{err.strerror}") from None
@@ -149,6 +156,7 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
         return _with_optimiser(cfg, _fresh_model(cfg, splits, world.device), splits, world)
     flow, saved_cfg = flow_from_checkpoint(payload, path)
     _check_same_run(cfg, saved_cfg, path)
+    flow.require_images(splits.image_shape, splits.num_levels, cfg.data.name)
     started = _with_optimiser(cfg, flow.to(world.device), splits, world)
     try:
         started.step.optimizer.load_state_dict(payload["optimizer"])
@@ -213,10 +221,11 @@ def _with_optimiser(cfg: Config, flow: ImageFlow, splits: Splits, world: Distrib
 
 def _check_same_run(cfg: Config, saved: Config, path: Path) -> None:
     for section, keys in SAME_RUN_KEYS.items():
-        ours, theirs = getattr(cfg, section).__dict__, getattr(saved, section).__dict__
-        for key in (keys or ours.keys()) - WHERE_NOT_WHAT:
-            if ours[key] != theirs[key]:
+        ours, theirs = vars(getattr(cfg, section)), vars(getattr(saved, section))
+        named = (keys or ours.keys() | theirs.keys()) - WHERE_NOT_WHAT
+        for key in sorted(named, key=lambda key: (key != "kind", key)):  # another kind first
+            if ours.get(key) != theirs.get(key):
                 raise UserError(
-                    f"--resume: {section}.{key} is {ours[key]!r} but {path} was trained "
-                    f"with {theirs[key]!r}"
+                    f"--resume: {section}.{key} is {ours.get(key)!r} but {path} was trained "
+                    f"with {theirs.get(key)!r}"
                 )

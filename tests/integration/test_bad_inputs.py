@@ -7,9 +7,12 @@ checkpoints and embeddings are small generated files.
 """
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +26,7 @@ from mixerflow import load_config, train
 from mixerflow.cli import main
 from mixerflow.training import distributed
 from mixerflow.training.lifecycle import RunLock
-from support import QUICK, ROOT, mnist_files
+from support import QUICK, QUICKSTARTS, ROOT, mnist_files
 
 TRAIN_IN = ["train", *QUICK]  # a case that names its own run folder
 TRAIN = [*TRAIN_IN, "log.out_dir={tmp}/run"]
@@ -62,6 +65,16 @@ def garbage(relative: str, content: bytes = b"this is not what it claims to be")
     return make
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A small grayscale PNG whose header announces ``width`` x ``height`` pixels."""
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's first fields, after its type
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
 def image_folder(damage: str) -> Callable:
     """tmp/images/{train,test}/{a,b}/0.png, 4x4 grayscale, with one kind of damage."""
     def make(tmp, world, monkeypatch):
@@ -83,6 +96,16 @@ def image_folder(damage: str) -> Callable:
             Image.new("RGB", (4, 4)).save(root / "test" / "b" / "x.png")
         elif damage == "mixed sizes":
             Image.new("L", (6, 6)).save(root / "train" / "a" / "x.png")
+        elif damage == "transparent":
+            Image.new("LA", (4, 4), (9, 0)).save(root / "train" / "a" / "x.png")
+        elif damage == "palette with transparency":
+            Image.new("P", (4, 4), 0).save(root / "train" / "a" / "x.png", transparency=0)
+        elif damage in ("float pixels", "32-bit pixels"):
+            mode, dtype = {"float pixels": ("F", np.float32), "32-bit pixels": ("I", np.int32)}[
+                damage]
+            Image.fromarray(np.full((4, 4), 70000, dtype), mode).save(root / "test" / "a" / "x.tif")
+        elif damage == "decompression bomb":
+            (root / "train" / "b" / "x.png").write_bytes(png_claiming(20000, 20000))
         elif damage == "class only in test":
             (root / "test" / "c").mkdir()
             Image.new("L", (4, 4)).save(root / "test" / "c" / "0.png")
@@ -123,6 +146,70 @@ def npz_counts(train: int, test: int) -> Callable:
     return make
 
 
+def both(*makes: Callable) -> Callable:
+    def make(tmp, world, monkeypatch):
+        for each in makes:
+            each(tmp, world, monkeypatch)
+    return make
+
+
+def linked(link: str, target: str, hard: bool = False) -> Callable:
+    """tmp/``link`` replaced by a link to tmp/``target`` (symbolic, relative; or hard)."""
+    def make(tmp, world, monkeypatch):
+        path = tmp / link
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+        if hard:
+            path.hardlink_to(tmp / target)
+        else:
+            path.symlink_to(os.path.relpath(tmp / target, path.parent))
+    return make
+
+
+def checkpoint_reading(name: str, ckpt: str = "bad.pt") -> Callable:
+    """tmp/``ckpt`` (a copy of the world's checkpoint, or the one there) whose config names
+    the data set ``name`` ({tmp} filled in)."""
+    def make(tmp, world, monkeypatch):
+        source = tmp / ckpt if (tmp / ckpt).exists() else world / "run" / "checkpoint.pt"
+        payload = torch.load(source, weights_only=True)
+        payload["config"]["data"]["name"] = name.format(tmp=tmp)
+        torch.save(payload, tmp / ckpt)
+    return make
+
+
+def damaged_run(damage: str) -> Callable:
+    """tmp/copy: a copy of the world's run folder, one of its files damaged."""
+    def make(tmp, world, monkeypatch):
+        run_copy(tmp, world, monkeypatch)
+        copy = tmp / "copy"
+        metrics = copy / "metrics.jsonl"
+        if damage == "metrics not text":
+            metrics.write_bytes(b"\xff\xfe" + metrics.read_bytes())
+        elif damage == "metrics line not a record":
+            metrics.write_text("the run went well\n" + metrics.read_text())
+        elif damage == "metrics step as text":
+            metrics.write_text('{"step": "ten", "train_bpd": 3.0}\n' + metrics.read_text())
+        elif damage.endswith(" as a folder"):
+            entry = copy / damage.removesuffix(" as a folder")
+            entry.unlink(missing_ok=True)
+            entry.mkdir()
+            (entry / "kept.txt").write_text("mine")
+        elif damage == "wandb as a file":
+            (copy / "wandb").write_text("mine")
+    return make
+
+
+def checkpoint_in_copy(change: Callable[[dict], None]) -> Callable:
+    """tmp/copy (the world's run) whose checkpoint has ``change`` applied."""
+    def make(tmp, world, monkeypatch):
+        run_copy(tmp, world, monkeypatch)
+        payload = torch.load(tmp / "copy" / "checkpoint.pt", weights_only=True)
+        change(payload)
+        torch.save(payload, tmp / "copy" / "checkpoint.pt")
+    return make
+
+
 def npz_and(then: Callable) -> Callable:
     def make(tmp, world, monkeypatch):
         npz_set(np.zeros((40, 12), np.uint8))(tmp, world, monkeypatch)
@@ -148,7 +235,9 @@ def store_copy(damage: str) -> Callable:
             (store / file.name).write_bytes(file.read_bytes())
         labels = np.load(store / "test_labels.npy")
         meta = json.loads((store / "meta.json").read_text())
-        if damage == "changed labels":
+        if damage == "levels":
+            (store / "meta.json").write_text(json.dumps({**meta, "num_levels": 256}))
+        elif damage == "changed labels":
             np.save(store / "test_labels.npy", labels[::-1].copy())
         elif damage == "short labels":
             np.save(store / "test_labels.npy", labels[:-1])
@@ -741,6 +830,193 @@ CASES = {
                                    store_copy("changed labels")),
     "verify a missing store": Case(["prepare", "--verify", "{tmp}/nowhere"],
                                    "not a prepared store"),
+    # a data root that the data set (or the command) never reads
+    "data root for the bundled digits": Case(
+        [*TRAIN, "data.root={tmp}"], "config key 'data.root' (or --data-root) has no effect: "
+        "digits is bundled with the code, not read from a folder"),
+    "--data-root for the bundled digits": Case([*TRAIN, "--data-root", "{tmp}"],
+                                               "(or --data-root) has no effect: digits is"),
+    "data root for an npz folder": Case(
+        [*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=4", "data.root={tmp}"],
+        "has no effect: npz:{tmp}/npz names its own folder", npz_and(lambda *made: None)),
+    "data root for an image folder": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "--data-root", "{tmp}"],
+        "has no effect: folder:{tmp}/images names its own folder", image_folder("none")),
+    "evaluate data root digits never reads": Case(
+        ["evaluate", "--checkpoint", CKPT, "--data-root", "{tmp}"],
+        "--data-root has no effect here: digits is bundled with the code"),
+    "embed data root digits never reads": Case(
+        ["embed", "--checkpoint", CKPT, "--data-root", "{tmp}", "--out", "{tmp}/e.npz"],
+        "--data-root has no effect here: digits is bundled with the code"),
+    "reconstruct with a data root digits never reads": Case(
+        ["sample", "--checkpoint", CKPT, "--reconstruct", "4", "--data-root", "{tmp}", "--out",
+         "{tmp}/s.png"], "--data-root has no effect here: digits is bundled with the code"),
+    "probe data root without a baseline": Case(
+        ["probe", "--embeddings", "{world}/embeddings.npz", "--data-root", "{tmp}"],
+        "--data-root has no effect here: probe reads images only for --baseline pixels"),
+    "pixel baseline with a data root digits never reads": Case(
+        ["probe", "--embeddings", "{world}/embeddings.npz", "--baseline", "pixels",
+         "--data-root", "{tmp}"], "--data-root has no effect here: digits is bundled"),
+    "compare data root digits never reads": Case(
+        [*COMPARE, "--steps", "2", "--data-root", "{tmp}"], "(or --data-root) has no effect"),
+    "bench data root it never reads": Case([*BENCH, "--data-root", "{tmp}"],
+                                           "bench times random images of the data's shape"),
+    "campaign bench part with a data root": Case(
+        ["campaign", "--parts", "bench", "--data-root", "{tmp}", "--out", "{tmp}/r"],
+        "--data-root has no effect here: the bench part reads no data"),
+    "prepare digits with a data root": Case(
+        ["prepare", "digits", "--data-root", "{tmp}", "--out", "{tmp}/s"],
+        "--data-root has no effect here: digits is bundled with the code"),
+    "prepare imagenet with --out and a data root": Case(
+        ["prepare", "imagenet32", "--src", "{tmp}", "--out", "{tmp}/s", "--data-root", "{tmp}"],
+        "--data-root has no effect with --out: prepare imagenet32 reads --src and writes --out"),
+    # the data changed since training, or the checkpoint names another kind
+    "evaluate after the data changed shape": Case(
+        ["evaluate", "--checkpoint", "{tmp}/bad.pt"], "the model takes (1, 8, 8) images of 17 "
+        "levels but npz:{tmp}/npz gives (3, 4, 4) images of 256 levels (did the data change",
+        both(npz_counts(200, 5), checkpoint_reading("npz:{tmp}/npz"))),
+    "embed after the data changed shape": Case(
+        ["embed", "--checkpoint", "{tmp}/bad.pt", "--out", "{tmp}/e.npz"],
+        "gives (3, 4, 4) images of 256 levels",
+        both(npz_counts(200, 5), checkpoint_reading("npz:{tmp}/npz"))),
+    "reconstruct after the data changed shape": Case(
+        ["sample", "--checkpoint", "{tmp}/bad.pt", "--reconstruct", "2", "--out", "{tmp}/s.png"],
+        "gives (3, 4, 4) images", both(npz_counts(200, 5), checkpoint_reading("npz:{tmp}/npz"))),
+    "interpolate after the data changed shape": Case(
+        ["sample", "--checkpoint", "{tmp}/bad.pt", "--interpolate", "1", "--out", "{tmp}/s.png"],
+        "gives (3, 4, 4) images", both(npz_counts(200, 5), checkpoint_reading("npz:{tmp}/npz"))),
+    "evaluate after the data changed levels": Case(
+        ["evaluate", "--checkpoint", "{tmp}/bad.pt"], "the model takes (1, 8, 8) images of 17 "
+        "levels but store:{tmp}/store gives (1, 8, 8) images of 256 levels",
+        both(store_copy("levels"), checkpoint_reading("store:{tmp}/store"))),
+    "resume after the data changed shape": Case(
+        ["train", "--config", "{tmp}/copy/config.yaml", "--resume", "--no-progress",
+         "log.out_dir={tmp}/copy", "data.name=npz:{tmp}/npz", "train.steps=40"],
+        "gives (3, 4, 4) images of 256 levels (did the data change since training?)",
+        both(run_copy, npz_counts(200, 5), checkpoint_reading("npz:{tmp}/npz",
+                                                             "copy/checkpoint.pt"))),
+    "resume with another kind's config": Case(
+        ["train", "--config", str(QUICKSTARTS["glow"]), "--no-progress", "--resume",
+         "log.out_dir={world}/run", "train.steps=40"],
+        "--resume: model.kind is 'glow' but {world}/run/checkpoint.pt was trained with "
+        "'mixerflow'"),
+    "checkpoint of one kind with another's settings": Case(
+        ["evaluate", "--checkpoint", "{tmp}/bad.pt"], "its weights do not fit its model",
+        checkpoint_copy(put("glow", "config", "model", "kind"))),
+    "embed a checkpoint of another kind's settings": Case(
+        ["embed", "--checkpoint", "{tmp}/bad.pt", "--out", "{tmp}/e.npz"],
+        "its weights do not fit its model", checkpoint_copy(put("glow", "config", "model",
+                                                                 "kind"))),
+    # damaged run-folder files beside the checkpoint, fields of the wrong type in it
+    "resume with a metrics log that is not text": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "metrics.jsonl is damaged: it is not text", damaged_run("metrics not text")),
+    "resume with a metrics line of someone else's": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "metrics.jsonl is damaged: line 1 is not a record of ours",
+        damaged_run("metrics line not a record")),
+    "resume with a metrics step as text": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "metrics.jsonl is damaged: line 1 is not a record of ours",
+        damaged_run("metrics step as text")),
+    "resume with the metrics log a folder": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "metrics.jsonl is a folder where the run writes a file; move it aside",
+        damaged_run("metrics.jsonl as a folder")),
+    "resume with the samples a folder": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "samples.png is a folder where the run writes a file",
+        damaged_run("samples.png as a folder")),
+    "resume with the results a folder": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "results.json is a folder where the run writes a file",
+        damaged_run("results.json as a folder")),
+    "resume with the saved config a folder": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "config.yaml is a folder where the run writes a file",
+        damaged_run("config.yaml as a folder")),
+    "resume with wandb a file": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "wandb is a file where the run writes a folder", damaged_run("wandb as a file")),
+    "resume from a checkpoint whose step is text": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "is damaged: its 'step' is 'ten' (str); expected non-negative finite int",
+        checkpoint_in_copy(put("ten", "step"))),
+    "resume from a checkpoint whose step is negative": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "its 'step' is -3 (int); expected non-negative", checkpoint_in_copy(put(-3, "step"))),
+    "resume from a checkpoint whose time is negative": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "its 'elapsed' is -5.0 (float); expected non-negative finite",
+        checkpoint_in_copy(put(-5.0, "elapsed"))),
+    "resume from a checkpoint whose time is infinite": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "its 'elapsed' is inf (float)", checkpoint_in_copy(put(float("inf"), "elapsed"))),
+    "resume from a checkpoint whose optimizer is a list": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "its 'optimizer' is [] (list); expected dict", checkpoint_in_copy(put([], "optimizer"))),
+    "resume from a checkpoint whose random state is text": Case(
+        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        "its 'rng' is 'seed' (str); expected Tensor", checkpoint_in_copy(put("seed", "rng"))),
+    "checkpoint whose config is a list": Case(
+        ["sample", "--checkpoint", "{tmp}/bad.pt"], "its 'config' is [1] (list); expected dict",
+        checkpoint_copy(put([1], "config"))),
+    "checkpoint whose weights are text": Case(
+        ["evaluate", "--checkpoint", "{tmp}/bad.pt"], "its 'model' is 'weights' (str)",
+        checkpoint_copy(put("weights", "model"))),
+    "checkpoint whose levels are a boolean": Case(
+        ["sample", "--checkpoint", "{tmp}/bad.pt"], "its 'num_levels' is True (bool)",
+        checkpoint_copy(put(True, "num_levels"))),
+    "checkpoint whose image shape is text": Case(
+        ["embed", "--checkpoint", "{tmp}/bad.pt", "--out", "{tmp}/e.npz"],
+        "its 'image_shape' is '1x8x8' (str); expected list",
+        checkpoint_copy(put("1x8x8", "image_shape"))),
+    # images of modes read wrongly before, and ones the decoder refuses
+    "image folder with transparent pixels": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+        "has transparent pixels (mode LA); mixerflow reads no alpha", image_folder("transparent")),
+    "image folder palette with transparency": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+        "has transparent pixels (mode RGBA)", image_folder("palette with transparency")),
+    "image folder float pixels": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+        "holds floating-point pixels (mode F); save it as an 8- or 16-bit image",
+        image_folder("float pixels")),
+    "image folder 32-bit pixels": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+        "holds 32-bit integer pixels (mode I)", image_folder("32-bit pixels")),
+    "image folder decompression bomb": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+        "x.png is not a readable image (Image size (400000000 pixels) exceeds limit",
+        image_folder("decompression bomb")),
+    "prepare an image folder with transparency": Case(
+        ["prepare", "folder:{tmp}/images", "--out", "{tmp}/s", "--no-progress"],
+        "has transparent pixels", image_folder("transparent")),
+    # files reached twice through links
+    "image folder test image linked to a train image": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"],
+        "are one file (through a link); image folder {tmp}/images must hold each image once",
+        both(image_folder("none"), linked("images/test/a/0.png", "images/train/a/0.png"))),
+    "image folder class linked to another": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"], "are one file",
+        both(image_folder("none"), linked("images/train/b", "images/train/a"))),
+    "image folder hard link across splits": Case(
+        [*TRAIN, "data.name=folder:{tmp}/images", "data.val_size=1"], "are one file",
+        both(image_folder("none"), linked("images/test/b/3.png", "images/train/b/3.png",
+                                          hard=True))),
+    "prepare an image folder with a linked image": Case(
+        ["prepare", "folder:{tmp}/images", "--out", "{tmp}/s", "--no-progress"], "are one file",
+        both(image_folder("none"), linked("images/test/a/0.png", "images/train/a/0.png"))),
+    "npz test split linked to the train split": Case(
+        [*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=4"],
+        "train.npz and {tmp}/npz/test.npz are one file (through a link)",
+        both(npz_counts(40, 5), linked("npz/test.npz", "npz/train.npz"))),
+    "npz test split a hard link of the train split": Case(
+        [*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=4"], "are one file",
+        both(npz_counts(40, 5), linked("npz/test.npz", "npz/train.npz", hard=True))),
+    "mnist test images linked to the train images": Case(
+        [*TRAIN, "data.name=mnist", "data.root={tmp}", "data.val_size=1"],
+        "t10k-images-idx3-ubyte are one file (through a link)", mnist_files("linked")),
 }
 if not torch.cuda.is_available():
     CASES["cuda without a GPU"] = Case([*TRAIN, "train.device=cuda"], "no CUDA device is available")

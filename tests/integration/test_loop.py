@@ -130,14 +130,9 @@ def test_a_resume_with_nothing_to_train_writes_nothing(tmp_path, capsys):
     assert after == before
 
 
-def test_resume_accepts_moved_data(tmp_path):
-    run(tmp_path, "run", "train.steps=5")
-    run(tmp_path, "run", "train.steps=6", "data.root=moved", resume=True)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 6
-
-
 def test_a_resume_reads_the_data_where_the_run_was_trained(shared_data, tmp_path, monkeypatch):
-    """The README's ``train.py --config … --resume`` names no data root: the run's is used."""
+    """The README's ``train.py --config … --resume`` names no data root: the run's is used;
+    one that names a root (the data moved) reads it there."""
     monkeypatch.delenv("MIXERFLOW_DATA", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./data here
     mnist = [*TINY["mixerflow"], "model.patch_size=4", "data.name=mnist", "data.val_size=100",
@@ -150,6 +145,10 @@ def test_a_resume_reads_the_data_where_the_run_was_trained(shared_data, tmp_path
     assert resumed["step"] == 3
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["config"]["data"]["root"] == str(shared_data)
+    (tmp_path / "moved").symlink_to(shared_data)
+    moved = train(load_config(None, [*mnist, f"data.root={tmp_path / 'moved'}",
+                                     "train.steps=4"]), resume=True, show_progress=False)
+    assert moved["step"] == 4
 
 
 def test_training_lowers_test_bpd_on_real_mnist(shared_data, tmp_path):

@@ -28,5 +28,6 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
 
 
 def test_round_trip_through_a_dict():
-    cfg = load_config(None, ["model.coupling=rq-spline", "data.root=/x"])
+    cfg = load_config(None, ["model.coupling=rq-spline", "data.name=mnist",
+                              "data.root=/x"])
     assert config_from_dict(cfg.to_dict()) == cfg
