@@ -39,6 +39,12 @@ def run(args: argparse.Namespace) -> None:
     common.at_least(args, 2, "image_size")
     show = not args.no_progress
     if args.verify:
+        given = [name for name, value in (("SOURCE", args.source), ("--src", args.src),
+                 ("--out", args.out), ("--image-size", args.image_size),
+                 ("--data-root", args.data_root)) if value is not None]
+        if given:
+            raise UserError(f"--verify checks a store and writes nothing; {', '.join(given)} "
+                            "would have no effect beside it")
         store.verify_store(Path(args.verify), show_progress=show)
         print(f"{args.verify}: every file matches its sha256")
         return

@@ -17,6 +17,8 @@ from mixerflow.models.flow import ImageFlow
 from mixerflow.tools import sampling
 from mixerflow.training.checkpoint import load_checkpoint
 
+INTERPOLATION_STEPS = 10
+
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("sample",
@@ -33,7 +35,8 @@ def add_parser(commands) -> None:
                         help="encode and decode N test images; report the max pixel error")
     parser.add_argument("--interpolate", type=int, metavar="ROWS",
                         help="ROWS latent slerps between pairs of test images")
-    parser.add_argument("--interpolation-steps", type=int, default=10)
+    parser.add_argument("--interpolation-steps", type=int,
+                        help=f"images per interpolation row (default {INTERPOLATION_STEPS})")
     common.add_data_root(parser)
     common.add_device(parser)
     parser.set_defaults(run=run)
@@ -45,6 +48,9 @@ def run(args: argparse.Namespace) -> None:
     temperatures = common.numbers(args.temperature, float, "--temperature")
     if min(temperatures) < 0:
         raise UserError(f"--temperature must be at least 0, got {args.temperature}")
+    if args.interpolation_steps and not args.interpolate:
+        raise UserError("--interpolation-steps has no effect without --interpolate")
+    args.interpolation_steps = args.interpolation_steps or INTERPOLATION_STEPS
     if args.data_root and not (args.reconstruct or args.interpolate):
         raise UserError("--data-root has no effect here: sample reads test images only for "
                         "--reconstruct or --interpolate")

@@ -33,7 +33,8 @@ WHERE_NOT_WHAT = {"root", "download"}  # data keys that may change between resum
 RUN_FILES = {".lock", "config.yaml", "metrics.jsonl", "checkpoint.pt", "samples.png",
              "results.json", "wandb", "wandb_id"}  # what a run writes into its folder
 RUN_FOLDERS = {"wandb"}  # the one folder among them
-SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size"}}  # None: every key
+# None: every key; train.seed is refused since a resume continues the saved generators
+SAME_RUN_KEYS = {"data": None, "model": None, "train": {"batch_size", "seed"}}
 
 
 @dataclass
@@ -167,6 +168,8 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise UserError(f"--resume: {path} is damaged: its training state does not "
                         f"load ({' '.join(str(err).split())[:200]})") from None
+    for group in started.step.optimizer.param_groups:  # loading brought the saved value back
+        group["weight_decay"] = cfg.train.weight_decay
     use_fused_adam(started.step.optimizer)
     started.progress = Progress(payload["step"], payload["elapsed"],
                                 payload.get("lr_scale", 1.0), payload.get("rollbacks", 0))

@@ -419,6 +419,9 @@ CASES = {
                                        "model.blocks=3"], "model.blocks is 3 but"),
     "resume with another batch size": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                             "train.batch_size=32"], "train.batch_size is 32 but"),
+    "resume with another seed": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
+                                      "train.seed=5", "train.steps=40"],
+                                     "--resume: train.seed is 5 but"),
     "resume with other data": Case([*TRAIN_IN, "--resume", "log.out_dir={world}/run",
                                     "data.val_size=100"], "data.val_size is 100 but"),
     # data
@@ -800,6 +803,15 @@ CASES = {
                                 "--minutes must be positive and finite, got nan"),
     "campaign minutes infinite": Case(["campaign", "--minutes", "inf"],
                                       "--minutes must be positive and finite, got inf"),
+    "interpolation steps without interpolations": Case(
+        ["sample", "--checkpoint", CKPT, "--interpolation-steps", "5", "--out", "{tmp}/s.png"],
+        "--interpolation-steps has no effect without --interpolate"),
+    "verify with a source beside it": Case(
+        ["prepare", "digits", "--verify", "{world}/store"],
+        "--verify checks a store and writes nothing; SOURCE would have no effect beside it"),
+    "verify with an output beside it": Case(
+        ["prepare", "--verify", "{world}/store", "--out", "{tmp}/s", "--data-root", "{tmp}"],
+        "--out, --data-root would have no effect beside it"),
     "sample data root it never reads": Case(
         ["sample", "--checkpoint", CKPT, "--data-root", "{tmp}", "--out", "{tmp}/s.png"],
         "--data-root has no effect here: sample reads test images only for --reconstruct"),

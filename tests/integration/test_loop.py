@@ -98,6 +98,14 @@ def test_a_run_folder_in_use_refuses_a_second_training_and_a_stale_lock_is_taken
     assert all(record["step"] <= 5 for record in logged)  # the stale step-700 record is gone
 
 
+def test_a_resume_takes_a_new_weight_decay(tmp_path):
+    run(tmp_path, "run", "train.steps=4", "train.weight_decay=0")
+    run(tmp_path, "run", "train.steps=6", "train.weight_decay=0.5", resume=True)
+    groups = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["optimizer"][
+        "param_groups"]
+    assert {group["weight_decay"] for group in groups} == {0.5}
+
+
 def test_reloaded_checkpoint_reproduces_test_bpd(tmp_path):
     cfg, result = run(tmp_path, "run", "train.steps=20")
     flow = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
