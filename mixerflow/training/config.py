@@ -31,7 +31,8 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and anneal) by wall clock, whichever comes first
     batch_size: int = 64
     lr: float = 1e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # at most; under a time budget warmup_fraction may end it first
+    warmup_fraction: float = 0.05  # warm-up ends by this share of the budget that binds
     weight_decay: float = 0.0
     grad_clip: float = 50.0
     init_batch_size: int = 512  # ActNorm data-dependent initialisation
@@ -144,6 +145,8 @@ def _validate_train_and_log(t: TrainConfig, lg: LogConfig) -> None:
             f"must be at least {MIN_INIT_IMAGES}: ActNorm's data-dependent init takes its "
             f"means and scales from these images; got {t.init_batch_size}")
     require(t.warmup_steps >= 0, "train.warmup_steps", "must be at least 0")
+    require(0 <= t.warmup_fraction < 1, "train.warmup_fraction", "must lie in [0, 1); got "
+            f"{t.warmup_fraction}")
     require(0 <= t.seed <= MAX_SEED, "train.seed", f"must lie in 0..{MAX_SEED}; got {t.seed}")
     require(t.lr > 0, "train.lr", "must be positive")
     require(t.grad_clip > 0, "train.grad_clip", "must be positive")

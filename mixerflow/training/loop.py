@@ -316,12 +316,18 @@ class Run:
 
 
 def learning_rate(cfg: Config, step: int, elapsed: float) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 over the run's budget."""
+    """Linear warm-up, then cosine decay to 0, on the share of the budget that binds
+    (``progress``: the larger of step / steps and elapsed / max_minutes). The warm-up ends
+    after ``warmup_steps`` steps or ``warmup_fraction`` of the budget, whichever comes
+    first, so under a time budget a slow model warms up for the same share of it as a fast
+    one instead of spending its few steps below its rate."""
     t = cfg.train
     progress = step / t.steps
     if t.max_minutes is not None:
         progress = max(progress, elapsed / (60 * t.max_minutes))
-    warmup = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+    warmup = 1.0
+    if t.warmup_steps and t.warmup_fraction:
+        warmup = min(1.0, max((step + 1) / t.warmup_steps, progress / t.warmup_fraction))
     return t.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 

@@ -380,6 +380,8 @@ CASES = {
     "unknown wandb mode": Case([*TRAIN, "log.wandb=maybe"], "'log.wandb' must be one of"),
     "negative temperature": Case([*TRAIN, "log.temperature=-1"],
                                  "'log.temperature' must be at least 0"),
+    "warm-up share of the whole budget": Case([*TRAIN, "train.warmup_fraction=1"],
+                                              "'train.warmup_fraction' must lie in [0, 1)"),
     "zero threads": Case([*TRAIN, "train.threads=0"], "'train.threads' must be at least 1"),
     "negative weight decay": Case([*TRAIN, "train.weight_decay=-0.1"],
                                   "'train.weight_decay' must be at least 0"),

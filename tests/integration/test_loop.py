@@ -2,6 +2,7 @@ import json
 import math
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -96,6 +97,28 @@ def test_a_run_folder_in_use_refuses_a_second_training_and_a_stale_lock_is_taken
     assert not list((tmp_path / "run").glob("*.tmp"))
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert all(record["step"] <= 5 for record in logged)  # the stale step-700 record is gone
+
+
+def test_a_slow_model_under_a_time_budget_reaches_its_rate_and_warms_up_for_its_share(
+        tmp_path, monkeypatch):
+    """A step of 20 ms and a 3 s budget: about 150 steps, far fewer than warmup_steps. The
+    warm-up must end by warmup_fraction of the budget, not after warmup_steps."""
+    plain_call = TrainStep.__call__
+
+    def slow_call(self, *args):
+        time.sleep(0.02)
+        return plain_call(self, *args)
+
+    monkeypatch.setattr(TrainStep, "__call__", slow_call)
+    cfg, _ = run(tmp_path, "slow", "train.steps=1000000", "train.max_minutes=0.05",
+                 "train.warmup_steps=100000", "train.warmup_fraction=0.1", "train.log_every=1",
+                 "train.eval_every=1000000", "train.checkpoint_every=1000000")
+    rates = [record["lr"] for record in map(json.loads, (tmp_path / "slow" / "metrics.jsonl")
+                                            .open()) if "lr" in record]
+    peak_step = rates.index(max(rates))
+    assert len(rates) > 30
+    assert max(rates) > 0.97 * cfg.train.lr
+    assert peak_step <= 0.1 * len(rates) + 2  # below its rate for at most its share
 
 
 def test_a_resume_takes_a_new_weight_decay(tmp_path):
