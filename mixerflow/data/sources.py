@@ -212,7 +212,7 @@ def _mnist_like(root: Path, folder: str, download: bool) -> tuple[ImageSet, Imag
                             f"({reason}); copy its raw/ files there instead") from None
     files = {prefix: [_idx_file(raw_dir, f"{prefix}-{kind}") for kind in
                       ("images-idx3-ubyte", "labels-idx1-ubyte")] for prefix in ("train", "t10k")}
-    distinct_files([*files["train"], *files["t10k"]], f"{raw_dir}")
+    distinct_files([*files["train"], *files["t10k"]], str(raw_dir))
     sets = []
     for images_path, labels_path in files.values():
         images = read_idx(images_path)

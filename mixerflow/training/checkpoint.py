@@ -77,10 +77,9 @@ def _check_field(value: Any, key: str, path: Path) -> None:
 def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[ImageFlow, Config]:
     """Rebuild the model of a checkpoint dict (on the CPU) and load its weights; a
     checkpoint whose parts do not fit together is a :class:`UserError` naming ``path``."""
-    shape, levels = payload["image_shape"], payload["num_levels"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(
-            type(side) is int and side > 0 for side in shape)
-            and type(levels) is int and levels >= 2):
+    shape, levels = payload["image_shape"], payload["num_levels"]  # a list, an int: read_checkpoint
+    if not (len(shape) == 3 and all(type(side) is int and side > 0 for side in shape)
+            and levels >= 2):
         raise UserError(f"checkpoint {str(path)!r} is damaged: image_shape {shape!r} or "
                         f"num_levels {levels!r} is not a valid image description")
     try:

@@ -31,6 +31,7 @@ from support import QUICK, QUICKSTARTS, ROOT, mnist_files
 TRAIN_IN = ["train", *QUICK]  # a case that names its own run folder
 TRAIN = [*TRAIN_IN, "log.out_dir={tmp}/run"]
 CKPT = "{world}/run/checkpoint.pt"
+RESUME_COPY = [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"]  # of tmp/copy
 
 
 class Case(NamedTuple):
@@ -923,54 +924,54 @@ CASES = {
                                                                  "kind"))),
     # damaged run-folder files beside the checkpoint, fields of the wrong type in it
     "resume with a metrics log that is not text": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "metrics.jsonl is damaged: it is not text", damaged_run("metrics not text")),
     "resume with a metrics line of someone else's": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "metrics.jsonl is damaged: line 1 is not a record of ours",
         damaged_run("metrics line not a record")),
     "resume with a metrics step as text": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "metrics.jsonl is damaged: line 1 is not a record of ours",
         damaged_run("metrics step as text")),
     "resume with the metrics log a folder": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "metrics.jsonl is a folder where the run writes a file; move it aside",
         damaged_run("metrics.jsonl as a folder")),
     "resume with the samples a folder": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "samples.png is a folder where the run writes a file",
         damaged_run("samples.png as a folder")),
     "resume with the results a folder": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "results.json is a folder where the run writes a file",
         damaged_run("results.json as a folder")),
     "resume with the saved config a folder": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "config.yaml is a folder where the run writes a file",
         damaged_run("config.yaml as a folder")),
     "resume with wandb a file": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "wandb is a file where the run writes a folder", damaged_run("wandb as a file")),
     "resume from a checkpoint whose step is text": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "is damaged: its 'step' is 'ten' (str); expected non-negative finite int",
         checkpoint_in_copy(put("ten", "step"))),
     "resume from a checkpoint whose step is negative": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "its 'step' is -3 (int); expected non-negative", checkpoint_in_copy(put(-3, "step"))),
     "resume from a checkpoint whose time is negative": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "its 'elapsed' is -5.0 (float); expected non-negative finite",
         checkpoint_in_copy(put(-5.0, "elapsed"))),
     "resume from a checkpoint whose time is infinite": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "its 'elapsed' is inf (float)", checkpoint_in_copy(put(float("inf"), "elapsed"))),
     "resume from a checkpoint whose optimizer is a list": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "its 'optimizer' is [] (list); expected dict", checkpoint_in_copy(put([], "optimizer"))),
     "resume from a checkpoint whose random state is text": Case(
-        [*TRAIN_IN, "--resume", "log.out_dir={tmp}/copy", "train.steps=40"],
+        RESUME_COPY,
         "its 'rng' is 'seed' (str); expected Tensor", checkpoint_in_copy(put("seed", "rng"))),
     "checkpoint whose config is a list": Case(
         ["sample", "--checkpoint", "{tmp}/bad.pt"], "its 'config' is [1] (list); expected dict",
