@@ -13,6 +13,8 @@ def test_campaign_smoke_runs_bench_and_compare_end_to_end(tmp_path, capsys):
     measured = {(row["name"], row["mode"], row["precision"]) for row in bench["rows"]}
     assert measured == {(name, mode, precision) for name in ("mixerflow", "glow")
                         for mode in ("eager", "compiled") for precision in ("fp32", "bf16")}
+    first = bench["rows"][0]  # the headline first, so a bench cut short still has it
+    assert (first["name"], first["mode"], first["precision"]) == ("mixerflow", "compiled", "bf16")
     for row in bench["rows"]:
         assert row["images_per_s"] > 0 and row["flops_per_image"] > 0 and row["mfu"] > 0
         assert (row["kernel_ops_per_step"] is None) == (row["mode"] == "compiled")
