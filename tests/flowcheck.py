@@ -28,8 +28,11 @@ def assert_invertible(transform, inputs: torch.Tensor, atol: float = 1e-4) -> No
     restored, inverse_logdet = transform.inverse(outputs)
     assert outputs.numel() == inputs.numel() and restored.shape == inputs.shape
     assert logdet.shape == (inputs.shape[0],)
-    assert (restored - inputs).abs().max().item() <= atol
-    assert (logdet + inverse_logdet).abs().max().item() <= atol * max(1.0, logdet.abs().max())
+    error = (restored - inputs).abs().max().item()
+    assert error <= atol, f"inverse(forward(x)) is off by up to {error:.3g}"
+    logdet_error = (logdet + inverse_logdet).abs().max().item()
+    assert logdet_error <= atol * max(1.0, logdet.abs().max()), (
+        f"the log-dets fail to cancel by up to {logdet_error:.3g}")
 
 
 def assert_logdet_matches_jacobian(transform, inputs: torch.Tensor, rtol: float = 1e-4) -> None:

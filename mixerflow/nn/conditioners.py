@@ -96,7 +96,11 @@ class ConvConditioner(nn.Module):
         nn.init.zeros_(self.output_layer.bias)
 
     def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return to_float32(self.output_layer(self.hidden(inputs)))
+        # One memory layout whichever way the flow runs: a flow layer's forward hands over
+        # a channels-last view, its inverse a contiguous one, and cuDNN picks other kernels
+        # for each; in TF32 (its float32 default on CUDA) their outputs differ by ~1e-3,
+        # and the inverse is no longer exact.
+        return to_float32(self.output_layer(self.hidden(inputs.contiguous())))
 
 
 def make_conditioner(spec: ConditionerSpec, in_features: int, out_features: int) -> nn.Module:

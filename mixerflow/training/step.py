@@ -47,7 +47,16 @@ def compile_regions(flow: ImageFlow, backend: str = "inductor") -> None:
 
     ``backend="aot_eager"`` captures the same graphs without generating kernels (quick
     checks of the compile path)."""
-    for region in flow.transform.compile_regions():
+    regions = flow.transform.compile_regions()
+    # The regions share one forward function, and dynamo keeps at most recompile_limit (8)
+    # compiled variants of a function, running the rest eagerly with only a warning. A
+    # deep Glow has more: a variant per level and mask parity, and the first layer's input
+    # needs no grad, each in training and in evaluation (its CIFAR-10 config ran partly
+    # eager on a GPU). Room for four a region.
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 4 * len(regions)))
+    for region in regions:
         region.compile(backend=backend)
 
 

@@ -33,6 +33,28 @@ def test_glow_invertible_with_exact_logdet(image_shape, levels, coupling, device
     assert_exact_on(device, perturb(flow.eval(), scale=0.1).transform, image_shape)
 
 
+def test_each_convolution_sees_one_memory_layout_in_both_directions():
+    """cuDNN chooses kernels by layout, and in TF32 (its CUDA float32 default) two kernels
+    differ by ~1e-3: a conditioner fed channels-last one way and contiguous the other made
+    Glow's inverse inexact on a GPU."""
+    flow = perturb(build_model(glow_config(2), (3, 8, 8), 256).eval(), scale=0.1)
+    layouts = {"forward": {}, "inverse": {}}
+    direction = "forward"
+
+    def record(name: str, inputs: torch.Tensor) -> None:
+        layouts[direction].setdefault(name, inputs.stride())
+
+    for name, module in flow.transform.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(lambda _, args, name=name: record(name, args[0]))
+    with torch.no_grad():
+        outputs, _ = flow.transform(torch.randn(4, 3, 8, 8))
+        direction = "inverse"
+        flow.transform.inverse(outputs)
+    assert len(layouts["forward"]) > 0
+    assert layouts["forward"] == layouts["inverse"]
+
+
 def test_fresh_glow_preserves_volume_and_decodes_exactly():
     flow = build_model(glow_config(2), (3, 8, 8), 256).eval()
     _, logdet = flow.transform(torch.randn(2, 3, 8, 8))

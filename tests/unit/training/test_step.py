@@ -11,7 +11,7 @@ from flowcheck import DEVICES, assert_invertible, perturb
 from mixerflow import load_config, train
 from mixerflow.experiments import bench
 from mixerflow.models import build_model
-from mixerflow.training.step import TrainStep, make_optimizer
+from mixerflow.training.step import TrainStep, compile_regions, make_optimizer
 from support import TINY
 
 CPU = torch.device("cpu")
@@ -81,7 +81,10 @@ def test_the_objective_compiles_without_graph_breaks(kind, device):
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", STEPPED)
-def test_compiled_step_equals_the_eager_step(kind, device):
+def test_compiled_step_equals_the_eager_step(kind, device, monkeypatch):
+    """The same loss, gradients and update, up to float32 rounding (TF32 convolutions off:
+    eager and inductor pick other kernels, and TF32's rounding would swamp the check)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch._dynamo.reset()
     eager_flow, images = trained_like(kind, device=device)
     compiled_flow = copy.deepcopy(eager_flow)
@@ -93,11 +96,36 @@ def test_compiled_step_equals_the_eager_step(kind, device):
         results.append((loss, grads))
     (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
     assert abs(eager_loss.item() - compiled_loss.item()) < 1e-4
+    # rounding noise scales with the largest gradient, not with each tensor's own (a GPU's
+    # reduction order left 1e-6 on a tensor whose largest gradient was 4e-4)
+    scale = max(grad.abs().max() for grad in eager_grads)
     for eager, compiled in zip(eager_grads, compiled_grads, strict=True):
-        scale = eager.abs().max().clamp(min=1e-6)
-        assert (eager - compiled).abs().max() / scale < 1e-3
-    for eager, compiled in zip(eager_flow.parameters(), compiled_flow.parameters(), strict=True):
-        assert torch.allclose(eager, compiled, atol=1e-5)  # the same update followed
+        assert (eager - compiled).abs().max() < 1e-3 * scale
+    # Adam's first update is lr * sign(gradient): the same wherever that sign is settled
+    pairs = zip(eager_flow.parameters(), compiled_flow.parameters(), eager_grads, strict=True)
+    for eager, compiled, grad in pairs:
+        settled = grad.abs() > 1e-2 * scale
+        assert torch.allclose(eager[settled], compiled[settled], atol=1e-5)
+
+
+def test_every_layer_of_a_deep_glow_runs_compiled():
+    """Four levels of two steps, trained and then evaluated: sixteen variants of the one
+    compiled forward, past dynamo's default limit of eight, beyond which it would run the
+    rest eagerly."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    flow = build_model(load_config(None, [*TINY["glow"], "model.levels=4"]).model, (1, 16, 16), 17)
+    images = torch.randint(0, 17, (4, 1, 16, 16), dtype=torch.uint8)
+    flow.train()
+    with torch.no_grad():
+        flow.bpd(images)  # ActNorm's data-dependent initialisation, eagerly
+    compile_regions(flow, backend="aot_eager")
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        flow.bpd(images).mean().backward()
+        flow.eval()
+        with torch.no_grad():
+            flow.bpd(images)
+    assert all(p.grad is not None for p in flow.parameters())
 
 
 def test_the_optimizer_updates_every_parameter_in_one_fused_call():
