@@ -1,6 +1,7 @@
 """ImageFlow: preprocessing (dequantize + logit) + an image transform + a standard normal."""
 
 import math
+import sys
 
 import torch
 from nflows.distributions.normal import StandardNormal
@@ -102,7 +103,11 @@ class ImageFlow(nn.Module):
         """Latents ``(B, C, H, W)`` -> uint8 images with values in ``{0, …, K-1}``."""
         y, _ = self.transform.inverse(latents)
         values, _ = self.preprocess.inverse(y)
-        return values.floor().clamp(0, self.num_levels - 1).to(torch.uint8)
+        broken = int((~torch.isfinite(values.flatten(1)).all(1)).sum())
+        if broken:  # NaN would turn into pixel 0 unseen: black images and no word of why
+            print(f"warning: {broken} of {len(values)} decoded images hold non-finite values "
+                  "(the inverse overflowed); those pixels read 0", file=sys.stderr)
+        return values.nan_to_num(0.0).floor().clamp(0, self.num_levels - 1).to(torch.uint8)
 
     @torch.no_grad()
     def sample(

@@ -63,6 +63,18 @@ def test_fresh_glow_preserves_volume_and_decodes_exactly():
     assert torch.equal(flow.decode(flow.encode(images)), images)
 
 
+def test_a_decode_that_overflows_says_how_many_images_it_lost(capsys):
+    flow = build_model(glow_config(2), (3, 8, 8), 256).eval()
+    latents = torch.zeros(3, 3, 8, 8)
+    flow.decode(latents)
+    assert capsys.readouterr().err == ""
+    latents[1:, 0, 0, 0] = float("inf")  # as a GPU's sampling overflowed (black grid)
+    images = flow.decode(latents)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: 2 of 3 decoded images hold non-finite values")
+    assert images.dtype == torch.uint8 and torch.equal(images[0], flow.decode(latents[:1])[0])
+
+
 def test_levels_split_the_latents_multiscale():
     glow = Glow.from_config(glow_config(3), (1, 8, 8))
     assert glow.level_shapes == [(2, 4, 4), (4, 2, 2), (16, 1, 1)]
