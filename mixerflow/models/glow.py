@@ -3,7 +3,10 @@
 ``L`` levels; each level squeezes (2x2 space-to-depth) and runs ``K`` steps of
 ActNorm -> invertible 1x1 convolution (LU) -> coupling with a conv conditioner
 (3x3 -> 1x1 -> zero-initialised 3x3). Every level but the last then sends half of
-its channels to the base (RealNVP multi-scale). The latents are returned in the
+its channels to the base (RealNVP multi-scale). With ``learned_prior`` (the published
+Glow) each split-off half gets a Gaussian whose mean and scale a zero-initialised conv
+computes from the half that stays, and the top level a learned per-channel Gaussian
+(``transforms/prior.py``); without it they go to ``N(0, 1)``. The latents are returned in the
 image's shape ``(B, C, H, W)``: the flat concatenation of the levels' outputs,
 level 1 first (``split_levels`` cuts them apart again).
 """
@@ -24,6 +27,7 @@ from mixerflow.models.kind import ImageTransform, ModelConfig, layer_index
 from mixerflow.nn.conditioners import ConditionerSpec
 from mixerflow.transforms.coupling import CouplingSpec, coupling_layer
 from mixerflow.transforms.flow_layer import FlowLayer
+from mixerflow.transforms.prior import LearnedTop, SplitPrior
 
 
 @dataclass
@@ -34,6 +38,7 @@ class GlowConfig(ModelConfig):
     levels: int = 3
     steps_per_level: int = 8  # K
     hidden_channels: int = 128  # conv conditioner width
+    learned_prior: bool = False  # split and top priors as in openai/glow (False: N(0, 1))
 
     REPEATED = "steps_per_level"
 
@@ -68,7 +73,7 @@ class Glow(ImageTransform):
     POOLS = ("none", "per_level")
 
     def __init__(self, image_shape: tuple[int, int, int], levels: int, steps_per_level: int,
-                 coupling: CouplingSpec):
+                 coupling: CouplingSpec, learned_prior: bool = False):
         super().__init__()
         channels, height, width = image_shape
         side = 2**levels
@@ -80,16 +85,21 @@ class Glow(ImageTransform):
         self.image_shape = tuple(image_shape)
         self.multiscale = MultiscaleCompositeTransform(levels, split_dim=1)
         shape = tuple(image_shape)
-        for _ in range(levels):
+        for level in range(levels):
             squeeze = SqueezeTransform(factor=2)
             shape = squeeze.get_output_shape(*shape)
-            layers = [glow_layer(shape[0], k % 2 == 0, coupling) for k in range(steps_per_level)]
-            shape = self.multiscale.add_transform(CompositeTransform([squeeze, *layers]), shape)
+            steps = [squeeze]
+            steps += [glow_layer(shape[0], k % 2 == 0, coupling) for k in range(steps_per_level)]
+            if learned_prior:
+                last = level == levels - 1
+                steps.append(LearnedTop(shape[0]) if last else SplitPrior(shape[0]))
+            shape = self.multiscale.add_transform(CompositeTransform(steps), shape)
 
     @classmethod
     def from_config(cls, cfg: GlowConfig, image_shape: tuple[int, int, int]) -> "Glow":
         """The Glow ``cfg`` describes for images of ``image_shape``."""
-        return cls(image_shape, cfg.levels, cfg.steps_per_level, cfg.coupling_spec())
+        return cls(image_shape, cfg.levels, cfg.steps_per_level, cfg.coupling_spec(),
+                   cfg.learned_prior)
 
     @property
     def level_shapes(self) -> list[tuple[int, int, int]]:

@@ -645,6 +645,12 @@ CASES = {
     "glow key in a mixerflow config": Case([*TRAIN, "model.levels=2"],
                                            "config key 'model.levels' belongs to model.kind "
                                            "glow, not mixerflow"),
+    "learned prior on a mixerflow": Case([*TRAIN, "model.learned_prior=true"],
+                                         "config key 'model.learned_prior' belongs to "
+                                         "model.kind glow, not mixerflow"),
+    "learned prior as words": Case(["train", "--config", "configs/quickstart_glow.yaml",
+                                    "log.out_dir={tmp}/run", "model.learned_prior=yes"],
+                                   "'model.learned_prior' must be true or false"),
     "mixerflow key in a glow config": Case(["train", "--config", "configs/quickstart_glow.yaml",
                                             "log.out_dir={tmp}/run", "model.patch_size=2"],
                                            "belongs to model.kind mixerflow / tarflow, not glow"),

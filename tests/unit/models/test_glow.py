@@ -33,6 +33,29 @@ def test_glow_invertible_with_exact_logdet(image_shape, levels, coupling, device
     assert_exact_on(device, perturb(flow.eval(), scale=0.1).transform, image_shape)
 
 
+PRIOR = ["model.learned_prior=true"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("image_shape, levels", [((3, 4, 4), 1), ((3, 4, 4), 2), ((1, 8, 8), 3)])
+def test_glow_with_the_learned_prior_is_invertible_with_exact_logdet(image_shape, levels, device):
+    flow = build_model(glow_config(levels, extra=PRIOR), image_shape, 256)
+    assert_exact_on(device, perturb(flow.eval(), scale=0.1).transform, image_shape)
+
+
+def test_a_fresh_learned_prior_scores_as_the_fixed_one_and_adds_only_its_own_weights():
+    with_prior = build_model(glow_config(3, extra=PRIOR), (1, 8, 8), 256)
+    without = build_model(glow_config(3), (1, 8, 8), 256)
+    incompatible = without.load_state_dict(with_prior.state_dict(), strict=False)
+    assert not incompatible.missing_keys
+    # two split priors (conv weight and bias) and the top's mean and log-scale
+    assert len(incompatible.unexpected_keys) == 6
+    values = torch.rand(4, 1, 8, 8) * 255
+    with torch.no_grad():
+        assert torch.allclose(with_prior.eval().log_density(values),
+                              without.eval().log_density(values), atol=1e-4)
+
+
 def test_each_convolution_sees_one_memory_layout_in_both_directions():
     """cuDNN chooses kernels by layout, and in TF32 (its CUDA float32 default) two kernels
     differ by ~1e-3: a conditioner fed channels-last one way and contiguous the other made

@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 STEPPED = {  # the tiny models, wide enough for the bf16 and compiled-step checks
     "mixerflow": [*TINY["mixerflow"], "model.patch_size=2", "model.channel_hidden=16",
                   "model.patch_hidden=16", "model.position_context=true"],
-    "glow": [*TINY["glow"], "model.levels=2"],
+    "glow": [*TINY["glow"], "model.levels=2", "model.learned_prior=true"],
     "tarflow": [*TINY["tarflow"], "model.patch_size=2", "model.width=16"],
 }
 
