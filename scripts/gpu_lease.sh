@@ -17,6 +17,7 @@ if [[ $stage == prepare ]]; then
   nflows=$(python -c "import nflows, os; print(os.path.dirname(nflows.__file__))")
   mkdir -p .whl/site .gpudata/cifar10
   rm -rf .whl/site/nflows && cp -r "$nflows" .whl/site/
+  find .whl/site -name __pycache__ -prune -exec rm -rf {} +
   src=${DATA:-../shared/data}/cifar10
   cp "$src/test.npz" .gpudata/cifar10/
   python - "$src/train.npz" "${2:-11000}" <<'EOF'
@@ -30,7 +31,10 @@ EOF
   du -sh .whl .gpudata
   exit 0
 fi
-: "${OUT:?run on the device, where OUT is set}"
+if [[ $stage != tests-bench && $stage != compare ]]; then
+  echo "error: unknown stage '$stage' (prepare, tests-bench, compare)" >&2; exit 2
+fi
+[[ -n ${OUT:-} ]] || { echo "error: $stage runs on the device, where OUT is set" >&2; exit 2; }
 export PYTHONPATH=$PWD/.whl/site:$PWD PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 start=$(date +%s)
 at() { echo "[$(( $(date +%s) - start )) s] $*"; }
@@ -55,5 +59,4 @@ torch.cuda.get_device_name())"; } > "$OUT/env.txt" 2>&1
     for f in report.md report.json bpd_vs_time.png samples_mixerflow.png samples_glow.png; do
       cp "/tmp/gpu2/campaign/compare/$f" "$OUT/" 2>/dev/null
     done ;;
-  *) echo "error: unknown stage '$stage' (prepare, tests-bench, compare)" >&2; exit 2 ;;
 esac

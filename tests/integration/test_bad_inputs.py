@@ -649,7 +649,7 @@ CASES = {
                                          "config key 'model.learned_prior' belongs to "
                                          "model.kind glow, not mixerflow"),
     "learned prior as words": Case(["train", "--config", "configs/quickstart_glow.yaml",
-                                    "log.out_dir={tmp}/run", "model.learned_prior=yes"],
+                                    "log.out_dir={tmp}/run", "model.learned_prior=2"],
                                    "'model.learned_prior' must be true or false"),
     "mixerflow key in a glow config": Case(["train", "--config", "configs/quickstart_glow.yaml",
                                             "log.out_dir={tmp}/run", "model.patch_size=2"],
