@@ -39,7 +39,8 @@ class SplitPrior(Transform):
     def _split_and_standardize(self, inputs: torch.Tensor, inverse: bool):
         out, stay = inputs.split([self.out_channels, inputs.shape[1] - self.out_channels], 1)
         # contiguous: the same conv kernels in both directions (see ConvConditioner)
-        mean, log_scale = to_float32(self.conv(stay.contiguous())).chunk(2, dim=1)
+        stay_nhwc = stay.contiguous(memory_format=torch.channels_last)
+        mean, log_scale = to_float32(self.conv(stay_nhwc)).chunk(2, dim=1)
         standardized, logdet = _standardize(out, mean, log_scale, inverse)
         return torch.cat([standardized, stay], dim=1), logdet
 
