@@ -38,7 +38,7 @@ class SplitPrior(Transform):
 
     def _split_and_standardize(self, inputs: torch.Tensor, inverse: bool):
         out, stay = inputs.split([self.out_channels, inputs.shape[1] - self.out_channels], 1)
-        # contiguous: the same conv kernels in both directions (see ConvConditioner)
+        # channels-last both ways: the same conv kernels in both directions (see ConvConditioner)
         stay_nhwc = stay.contiguous(memory_format=torch.channels_last)
         mean, log_scale = to_float32(self.conv(stay_nhwc)).chunk(2, dim=1)
         standardized, logdet = _standardize(out, mean, log_scale, inverse)
