@@ -1,4 +1,5 @@
-"""ImageFlow: preprocessing (dequantize + logit) + an image transform + a standard normal."""
+"""ImageFlow: dequantization (uniform or learned) + logit + an image transform + a standard
+normal."""
 
 import math
 import sys
@@ -10,15 +11,23 @@ from torch import nn
 
 from mixerflow.core.errors import UserError
 from mixerflow.models.kind import MODEL_KINDS, ImageTransform, ModelConfig
+from mixerflow.transforms.dequantization import VariationalDequantizer
 from mixerflow.transforms.patches import PermutePixels
-from mixerflow.transforms.preprocess import Logit, ScaleToUnit, bits_per_dim, dequantize
+from mixerflow.transforms.preprocess import (
+    Logit,
+    ScaleToUnit,
+    bits_per_dim,
+    dequantize,
+    uniform_noise,
+)
 
 
 class ImageFlow(nn.Module):
     """A normalizing flow on integer images ``(B, C, H, W)`` with ``num_levels`` levels.
 
     ``transform`` maps logit-space images ``(B, C, H, W)`` to latents of the same
-    shape (nflows direction: data -> noise).
+    shape (nflows direction: data -> noise). ``dequantizer``: a learned ``q(u | x)``
+    (:class:`VariationalDequantizer`) in place of uniform noise, or None.
     """
 
     def __init__(
@@ -28,6 +37,7 @@ class ImageFlow(nn.Module):
         num_levels: int,
         alpha: float = 0.05,
         permute_pixels: int | None = None,
+        dequantizer: VariationalDequantizer | None = None,
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
@@ -38,6 +48,7 @@ class ImageFlow(nn.Module):
         self.preprocess = CompositeTransform(parts)
         self.transform = transform
         self.base = StandardNormal(self.image_shape)
+        self.dequantizer = dequantizer
 
     @property
     def num_dims(self) -> int:
@@ -57,8 +68,21 @@ class ImageFlow(nn.Module):
         noise: str = "uniform",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Lower bound on ``log P(images)`` in nats, shape ``(B,)``."""
+        """Lower bound on ``log P(images)`` in nats, shape ``(B,)`` (``noise="midpoint"``: the
+        density at the bins' centres, no bound)."""
+        if noise == "uniform":
+            return self.log_bound(images, uniform_noise(images, generator))
         return self.log_density(dequantize(images, noise, generator))
+
+    def log_bound(self, images: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
+        """``log p(x + u) - log q(u | x)`` in nats, ``(B,)``, for integer ``images (B, C, H, W)``
+        and the uniform draw ``u0`` of their shape: ``u = u0`` (``q`` uniform, ``log q = 0``)
+        or the dequantizer's map of it. Its mean over ``u0`` is the bound the flow trains on.
+        """
+        if self.dequantizer is None:
+            return self.log_density(images.float() + u0)
+        values, log_q = self.dequantizer(images, u0)
+        return self.log_density(values) - log_q
 
     def log_density(self, values: torch.Tensor) -> torch.Tensor:
         """``log p(v)`` in nats of dequantized images ``v = x + u`` in ``[0, K)^D``, ``(B,)``.
@@ -79,7 +103,7 @@ class ImageFlow(nn.Module):
         return bits_per_dim(self.log_prob(images, noise, generator), self.num_dims)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The training objective: bits/dim of each image under uniform dequantization."""
+        """The training objective: bits/dim of each image (the bound on fresh noise)."""
         return self.bpd(images)
 
     @torch.no_grad()
@@ -136,5 +160,10 @@ def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int], num_l
                 permute_pixels: int | None = None) -> ImageFlow:
     """The ImageFlow that ``model_cfg`` describes; ``permute_pixels``: the seed of a fixed
     pixel permutation (``data.permute_pixels``)."""
+    dequantizer = None
+    if model_cfg.dequantization == "variational":
+        dequantizer = VariationalDequantizer(image_shape, num_levels, model_cfg.dequant_hidden,
+                                             model_cfg.dequant_steps)
     return ImageFlow(build_transform(model_cfg, image_shape), image_shape, num_levels,
-                     alpha=model_cfg.alpha, permute_pixels=permute_pixels)
+                     alpha=model_cfg.alpha, permute_pixels=permute_pixels,
+                     dequantizer=dequantizer)

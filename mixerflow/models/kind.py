@@ -22,6 +22,7 @@ from torch import nn
 from mixerflow.core import schema
 from mixerflow.core.errors import UserError
 from mixerflow.transforms.coupling import COUPLINGS
+from mixerflow.transforms.dequantization import DEQUANTIZATIONS
 
 
 @dataclass
@@ -34,6 +35,9 @@ class ModelConfig:
     num_bins: int = 8  # rq-spline only
     tail_bound: float = 4.0  # rq-spline only
     alpha: float = 0.05  # logit margin
+    dequantization: str = "uniform"  # uniform | variational (a learned q(u | x), Flow++)
+    dequant_hidden: int = 16  # variational: the dequantizer's conv width …
+    dequant_steps: int = 2  # … and its number of checkerboard couplings
 
     REPEATED: typing.ClassVar[str]  # the key that counts identical blocks
 
@@ -49,6 +53,8 @@ class ModelConfig:
         schema.require(self.num_bins >= 1, "model.num_bins", "must be at least 1")
         schema.require(self.tail_bound > 0, "model.tail_bound", "must be positive")
         schema.require(0 <= self.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
+        schema.choice(self.dequantization, "model.dequantization", DEQUANTIZATIONS)
+        schema.at_least(self, "model.", 1, "dequant_hidden", "dequant_steps")
 
     @classmethod
     def from_mapping(cls, values: Any, prefix: str = "model.") -> "ModelConfig":

@@ -74,9 +74,12 @@ def _check_field(value: Any, key: str, path: Path) -> None:
                         f"({type(value).__name__}); expected {sign}{name}")
 
 
-def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[ImageFlow, Config]:
-    """Rebuild the model of a checkpoint dict (on the CPU) and load its weights; a
-    checkpoint whose parts do not fit together is a :class:`UserError` naming ``path``."""
+def flow_from_checkpoint(payload: dict[str, Any], path: str | Path,
+                         averaged: bool = False) -> tuple[ImageFlow, Config]:
+    """Rebuild the model of a checkpoint dict (on the CPU) and load its weights: the moving
+    average of them with ``averaged``, where the run kept one (``train.ema``), else the
+    trained ones. A checkpoint whose parts do not fit together is a :class:`UserError`
+    naming ``path``."""
     shape, levels = payload["image_shape"], payload["num_levels"]  # a list, an int: read_checkpoint
     if not (len(shape) == 3 and all(type(side) is int and side > 0 for side in shape)
             and levels >= 2):
@@ -89,6 +92,8 @@ def flow_from_checkpoint(payload: dict[str, Any], path: str | Path) -> tuple[Ima
                         f"{err}") from None
     flow = build_model(cfg.model, tuple(shape), levels, cfg.data.permute_pixels)
     state = payload["model"]
+    if averaged and "ema_model" in payload:
+        state = payload["ema_model"]
     upgrade = MODEL_KINDS[cfg.model.kind].upgrade_state  # weights renamed since they were saved
     if upgrade is not None and isinstance(state, dict):
         state = upgrade(state)
@@ -117,7 +122,8 @@ def upgrade_config_dict(tree: Any) -> Any:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ImageFlow:
-    """Load a trained :class:`ImageFlow` in eval mode; its run config is ``flow.config``."""
-    flow, cfg = flow_from_checkpoint(read_checkpoint(path), path)
+    """Load a trained :class:`ImageFlow` in eval mode, with the averaged weights where the
+    run kept an average (``train.ema``); its run config is ``flow.config``."""
+    flow, cfg = flow_from_checkpoint(read_checkpoint(path), path, averaged=True)
     flow.config = cfg
     return flow.to(device).eval()

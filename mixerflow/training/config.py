@@ -35,6 +35,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # warm-up ends by this share of the budget that binds
     weight_decay: float = 0.0
     grad_clip: float = 50.0
+    ema: float | None = None  # decay of a moving average of the weights for evaluation
     init_batch_size: int = 512  # ActNorm data-dependent initialisation
     eval_every: int = 500
     eval_batch_size: int = 500
@@ -151,6 +152,8 @@ def _validate_train_and_log(t: TrainConfig, lg: LogConfig) -> None:
     require(t.lr > 0, "train.lr", "must be positive")
     require(t.grad_clip > 0, "train.grad_clip", "must be positive")
     require(t.weight_decay >= 0, "train.weight_decay", "must be at least 0")
+    require(t.ema is None or 0 < t.ema < 1, "train.ema", "(the decay of the weights' moving "
+            f"average) must lie in (0, 1), e.g. 0.999; got {t.ema}")
     require(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be positive")
     require(t.threads is None or t.threads >= 1, "train.threads", "must be at least 1")
     require(t.dist_timeout_minutes > 0, "train.dist_timeout_minutes", "must be positive")

@@ -193,10 +193,22 @@ class Run:
         if not self.is_due(self.cfg.train.eval_every):
             return
         self.synchronize(self.progress.step)
-        bpd, se = evaluate_bpd(self.flow, self.splits.val, self.cfg.train.eval_batch_size,
-                               world=self.world)
-        self.say(f"step {self.progress.step}: val bits/dim {bpd:.4f} ± {se:.4f}")
-        self.record({"val_bpd": bpd, "val_bpd_se": se})
+        figures, text = {}, []
+        for suffix, flow in self.evaluated().items():
+            bpd, se = evaluate_bpd(flow, self.splits.val, self.cfg.train.eval_batch_size,
+                                   world=self.world)
+            figures |= {f"val_bpd{suffix}": bpd, f"val_bpd{suffix}_se": se}
+            text.append(f"{bpd:.4f} ± {se:.4f}")
+        raw = f" (trained weights {text[1]})" if len(text) > 1 else ""
+        self.say(f"step {self.progress.step}: val bits/dim {text[0]}{raw}")
+        self.record(figures)
+
+    def evaluated(self) -> dict[str, torch.nn.Module]:
+        """The weights each figure is reported for, by the suffix of its name: the moving
+        average (``train.ema``) under the plain name and the trained weights under
+        ``_raw``, or the trained weights alone."""
+        average = self.step.average
+        return {"": self.flow} if average is None else {"": average.module, "_raw": self.flow}
 
     def checkpoint_phase(self) -> None:
         """On schedule, at a stop and at the end of the budget (every rank takes part)."""
@@ -227,10 +239,17 @@ class Run:
                 optimizer=self.step.optimizer.state_dict(), step=progress.step,
                 elapsed=progress.elapsed, rng=torch.get_rng_state(),
                 step_state=self.step.state_dict(), batch_state=self.batches.state_dict(),
-                lr_scale=progress.lr_scale, rollbacks=progress.rollbacks,
+                lr_scale=progress.lr_scale, rollbacks=progress.rollbacks, **self.saved_average(),
             )
         except UserError as err:  # a full disk: say what the run folder still holds
             raise UserError(f"{err}; step {progress.step} was not saved") from None
+
+    def saved_average(self) -> dict:
+        """The checkpoint's fields for the moving average of the weights, if the run keeps one."""
+        average = self.step.average
+        if average is None:
+            return {}
+        return {"ema_model": average.module.state_dict(), "ema_updates": int(average.n_averaged)}
 
     def synchronize(self, step: int) -> None:
         """Read the device's health figures once for ``step`` (every rank calls this at the
@@ -259,6 +278,8 @@ class Run:
                 f"learning rate; {kept}; try a lower train.lr or train.grad_clip")
         self.flow.load_state_dict(self.good_state["model"])
         self.step.optimizer.load_state_dict(self.good_state["optimizer"])  # still fused
+        if self.step.average is not None:
+            self.step.average.load_state_dict(self.good_state["average"])
         self.step.bad_in_a_row.zero_()
         progress.lr_scale /= 2
         progress.rollbacks += 1
@@ -268,19 +289,25 @@ class Run:
         self.record({"rollback": progress.rollbacks, "lr_scale": progress.lr_scale})
 
     def remember_good_state(self) -> None:
+        average = self.step.average
         self.good_state = {"model": _cpu_copy(self.flow.state_dict()),
-                           "optimizer": _cpu_copy(self.step.optimizer.state_dict())}
+                           "optimizer": _cpu_copy(self.step.optimizer.state_dict()),
+                           "average": _cpu_copy(average.state_dict()) if average else None}
 
     def test_result(self) -> dict:
-        """Test bits/dim over the whole test split (sharded), speed and memory."""
+        """Test bits/dim over the whole test split (sharded), speed and memory; with
+        ``train.ema`` the figure is the average's and ``test_bpd_raw`` the trained weights'."""
         cfg, progress, device = self.cfg, self.progress, self.world.device
-        test_bpd, test_se = evaluate_bpd(self.flow, self.splits.test,
-                                         cfg.train.eval_batch_size, world=self.world)
+        figures = {}
+        for suffix, flow in self.evaluated().items():
+            bpd, se = evaluate_bpd(flow, self.splits.test, cfg.train.eval_batch_size,
+                                   world=self.world)
+            figures |= {f"test_bpd{suffix}": bpd, f"test_bpd{suffix}_se": se}
         peak_memory = peak_memory_mb(device)
         images_per_s = progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9)
         return {
-            "model": cfg.model.kind, "step": progress.step, "test_bpd": test_bpd,
-            "test_bpd_se": test_se, "num_params": count_parameters(self.flow),
+            "model": cfg.model.kind, "step": progress.step, **figures,
+            "num_params": count_parameters(self.flow),
             "elapsed_s": progress.elapsed, "train_images_per_s": images_per_s,
             "peak_memory_mb": peak_memory,
             # CPU: how far training raised the peak RSS above the RSS with data and model loaded
@@ -295,12 +322,15 @@ class Run:
         cfg = self.cfg
         generator = torch.Generator().manual_seed(cfg.train.seed)
         started = time.perf_counter()
-        samples = self.flow.sample(cfg.log.num_samples, cfg.log.temperature, generator=generator)
+        samples = self.evaluated()[""].sample(cfg.log.num_samples, cfg.log.temperature,
+                                              generator=generator)
         result["sample_images_per_s"] = cfg.log.num_samples / (time.perf_counter() - started)
         save_grid(samples, self.flow.num_levels, self.run_dir / "samples.png")
         self.log.log(result)
         atomic_write_text(self.run_dir / "results.json", json.dumps(result, indent=2))
-        print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f} over "
+        raw = (f" (trained weights {result['test_bpd_raw']:.4f}; the figure is the "
+               "weights' moving average's)" if "test_bpd_raw" in result else "")
+        print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f}{raw} over "
               f"{len(self.splits.test)} images after {self.progress.step} steps "
               f"({self.progress.elapsed / 60:.1f} min, {result['train_images_per_s']:.0f} "
               f"images/s); run folder {self.run_dir}")

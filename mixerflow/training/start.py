@@ -165,6 +165,7 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
         if "step_state" in payload:  # checkpoints before the device-side generators lack these
             started.step.load_state_dict(payload["step_state"])
             started.batches.load_state_dict(payload["batch_state"])
+        _load_average(started.step, payload, path)
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise UserError(f"--resume: {path} is damaged: its training state does not "
                         f"load ({' '.join(str(err).split())[:200]})") from None
@@ -174,6 +175,20 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     started.progress = Progress(payload["step"], payload["elapsed"],
                                 payload.get("lr_scale", 1.0), payload.get("rollbacks", 0))
     return started
+
+
+def _load_average(step: TrainStep, payload: dict, path: Path) -> None:
+    """The saved moving average of the weights, where the run keeps one (``train.ema``);
+    one switched on at this resume starts from the current weights, and says so."""
+    average = step.average
+    if average is None:
+        return
+    if "ema_model" not in payload:
+        print(f"train.ema: {path} holds no average of the weights; it starts at step "
+              f"{payload['step']} from the weights there")
+        return
+    average.module.load_state_dict(payload["ema_model"])
+    average.n_averaged.fill_(payload["ema_updates"])
 
 
 def _check_enough_data(cfg: Config, splits: Splits, resume: bool) -> None:
@@ -216,7 +231,7 @@ def _with_optimiser(cfg: Config, flow: ImageFlow, splits: Splits, world: Distrib
     inject = (t.inject_nan_every, t.inject_nan_steps) if t.inject_nan_every else None
     step = TrainStep(flow, optimizer, device=world.device, precision=t.precision,
                      grad_clip=t.grad_clip, compile=t.compile, seed=t.seed, world=world,
-                     inject_nan=inject)
+                     ema=t.ema, inject_nan=inject)
     batches = BatchSampler(splits.train.images, t.batch_size, world.device, seed=t.seed + 1,
                            part=world.part)
     return Start(flow, step, batches, Progress())

@@ -1,6 +1,7 @@
 """The optimiser step: the one piece of code that training, ``bench`` and ``compare`` run.
 
-A step draws the dequantization noise on the device, evaluates the mean bits/dim under
+A step draws the dequantization noise on the device, evaluates the mean bits/dim (the
+bound under uniform or learned dequantization) under
 the run's precision, back-propagates, clips the gradient norm and takes one Adam step
 (a single fused kernel where the device has one). Nothing in it waits for the device:
 the loss comes back as a device tensor, and a step with a non-finite loss or gradient is
@@ -14,13 +15,14 @@ import math
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.profiler import record_function
 
 from mixerflow.data.images import ImageSet
 from mixerflow.models.flow import ImageFlow
 from mixerflow.nn.precision import autocast_for
 from mixerflow.training.distributed import Distributed
-from mixerflow.transforms.preprocess import bits_per_dim, dequantize
+from mixerflow.transforms.preprocess import bits_per_dim, uniform_noise
 
 OBJECTIVE_RANGE = "mixerflow.objective"  # profiler range: the forward and backward of the loss
 # DDP syncs buffers once at the start, not every forward: ours are fixed after ActNorm's init
@@ -33,6 +35,14 @@ SYNC_BUFFERS_ONCE = ({"forward_sync_buffers": False} if "forward_sync_buffers" i
 def make_optimizer(flow: ImageFlow, lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam updating every parameter in one fused kernel (CPU and CUDA), not one per tensor."""
     return torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+
+def make_average(flow: ImageFlow, decay: float) -> AveragedModel:
+    """An exponential moving average of ``flow``'s parameters (``train.ema``): each update
+    moves it ``1 - decay`` of the way to the current weights, the first one copies them.
+    Buffers are copied, not averaged (ours are fixed once ActNorm is initialised). On CUDA
+    an update reads its count on the host: one synchronisation a step."""
+    return AveragedModel(flow, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
 
 
 def use_fused_adam(optimizer: torch.optim.Optimizer) -> None:
@@ -48,6 +58,8 @@ def compile_regions(flow: ImageFlow, backend: str = "inductor") -> None:
     ``backend="aot_eager"`` captures the same graphs without generating kernels (quick
     checks of the compile path)."""
     regions = flow.transform.compile_regions()
+    if flow.dequantizer is not None:
+        regions.append(flow.dequantizer)
     # The regions share one forward function, and dynamo keeps at most recompile_limit (8)
     # compiled variants of a function, running the rest eagerly with only a warning. A
     # deep Glow has more: a variant per level and mask parity, and the first layer's input
@@ -70,22 +82,24 @@ def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> torch.Ten
     return total
 
 
-class LogDensity(nn.Module):
-    """The flow's ``log_density`` as a module's ``forward``, the call that DDP synchronises."""
+class LogBound(nn.Module):
+    """The flow's ``log_bound`` as a module's ``forward``, the call that DDP synchronises
+    (the dequantizer's parameters included)."""
 
     def __init__(self, flow: ImageFlow):
         super().__init__()
         self.flow = flow
 
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return self.flow.log_density(values)
+    def forward(self, images: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
+        return self.flow.log_bound(images, u0)
 
 
 class TrainStep:
     """``step(images, index, lr) -> loss``: one optimizer step on uint8 ``images (B, C, H, W)``.
 
     ``loss`` is the batch's mean bits/dim as a 0-dim device tensor (not synchronised).
-    ``grad_norm`` holds the last step's gradient norm before clipping.
+    ``grad_norm`` holds the last step's gradient norm before clipping. With ``ema`` (a
+    decay), ``average`` is the moving average of the weights, updated after every step.
 
     With ``world`` in a process group (torchrun), ``images`` are this rank's part of the
     global batch, the flow runs under DistributedDataParallel (gradients averaged over the
@@ -104,6 +118,7 @@ class TrainStep:
         compile: bool = False,
         seed: int = 0,
         world: Distributed | None = None,
+        ema: float | None = None,
         inject_nan: tuple[int, int] | None = None,
     ):
         self.flow, self.optimizer, self.device = flow, optimizer, device
@@ -115,9 +130,11 @@ class TrainStep:
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # since health()
         self.bad_in_a_row = torch.zeros((), dtype=torch.long, device=device)
         self.grad_norm = torch.zeros((), device=device)
+        # before compiling: the average is evaluated eagerly, not traced again
+        self.average = make_average(flow, ema) if ema is not None else None
         if compile:
             compile_regions(flow)
-        self.density = LogDensity(flow)
+        self.density = LogBound(flow)
         if self.world.grouped:  # broadcasts rank 0's parameters (ActNorm's init included)
             self.density = DistributedDataParallel(
                 self.density, device_ids=[device] if device.type == "cuda" else None,
@@ -129,9 +146,9 @@ class TrainStep:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with record_function(OBJECTIVE_RANGE):
-            values = dequantize(images, "uniform", self.noise, self.world.part)
+            u0 = uniform_noise(images, self.noise, self.world.part)
             with autocast_for(self.device, self.precision):
-                loss = bits_per_dim(self.density(values), self.flow.num_dims).mean()
+                loss = bits_per_dim(self.density(images, u0), self.flow.num_dims).mean()
             if self.inject_nan and index % self.inject_nan[0] >= self.inject_nan[0] - \
                     self.inject_nan[1]:
                 loss = loss * math.nan
@@ -142,6 +159,8 @@ class TrainStep:
         bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(self.grad_norm))
         self.optimizer.found_inf = bad.float()
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.flow)
         self.skipped += bad
         self.bad_in_a_row = torch.where(bad, self.bad_in_a_row + 1, 0)
         return loss.detach()

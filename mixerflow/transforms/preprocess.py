@@ -22,7 +22,22 @@ def dequantize(
     generator: torch.Generator | None = None,
     part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
-    """Integer images ``(B, C, H, W)`` -> float ``x + u`` with ``u ~ U[0,1)`` or ``u = 1/2``.
+    """Integer images ``(B, C, H, W)`` -> float ``x + u`` with ``u ~ U[0,1)`` or ``u = 1/2``
+    (``generator`` and ``part``: as :func:`uniform_noise`)."""
+    values = images.float()
+    if noise == "midpoint":
+        return values + 0.5
+    if noise != "uniform":
+        raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_KINDS)}")
+    return values + uniform_noise(images, generator, part)
+
+
+def uniform_noise(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    part: tuple[int, int] = (0, 1),
+) -> torch.Tensor:
+    """``u ~ U[0,1)`` of the shape of ``images (B, C, H, W)``, float32 on their device.
 
     The noise is drawn on ``generator``'s device (a CPU generator gives the same values
     on any device; a CUDA one keeps training free of host-to-device copies), or from the
@@ -30,17 +45,11 @@ def dequantize(
     ``n`` equal parts of a global batch; the noise of the whole batch is drawn and part
     ``i`` kept, so an image's noise does not depend on how many processes share the batch.
     """
-    values = images.float()
-    if noise == "midpoint":
-        return values + 0.5
-    if noise != "uniform":
-        raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_KINDS)}")
-    where = generator.device if generator is not None else values.device
+    where = generator.device if generator is not None else images.device
     index, parts = part
-    u = torch.rand((parts * values.shape[0], *values.shape[1:]), generator=generator,
-                   device=where)
-    u = u[index * values.shape[0] : (index + 1) * values.shape[0]]
-    return values + u.to(values.device)
+    count = images.shape[0]
+    u = torch.rand((parts * count, *images.shape[1:]), generator=generator, device=where)
+    return u[index * count : (index + 1) * count].to(images.device)
 
 
 def bits_per_dim(log_prob: torch.Tensor, num_dims: int) -> torch.Tensor:

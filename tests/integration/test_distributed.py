@@ -34,22 +34,30 @@ QUICKSTART = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progr
               "log.wandb=disabled", "train.threads=1"]
 
 
-def train_a_few_steps(out: Path, steps: int = 4) -> None:
-    """Train the SMALL model ``steps`` steps on this process's part of each global batch;
-    the main process writes the parameters and the sharded test evaluation to ``out``."""
-    cfg = load_config(None, SMALL)
+# the learned dequantizer and the weights' average, which every rank must agree on too
+RECIPES = {"plain": [], "variational+ema": ["model.dequantization=variational",
+                                            "train.ema=0.5"]}
+
+
+def train_a_few_steps(out: Path, recipe: str = "plain", steps: int = 4) -> None:
+    """Train the SMALL model (with ``RECIPES[recipe]``) ``steps`` steps on this process's
+    part of each global batch; the main process writes the parameters, their average (if
+    any) and the sharded test evaluation to ``out``."""
+    cfg = load_config(None, [*SMALL, *RECIPES[recipe]])
     world = distributed.setup("cpu")
     torch.manual_seed(0)
     splits = load_splits(cfg.data)
     flow = build_model(cfg.model, splits.image_shape, splits.num_levels)
     initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, "cpu")
-    step = TrainStep(flow, make_optimizer(flow, 2e-3, 0.0), device=world.device, world=world)
+    step = TrainStep(flow, make_optimizer(flow, 2e-3, 0.0), device=world.device, world=world,
+                     ema=cfg.train.ema)
     batches = BatchSampler(splits.train.images, 64, world.device, seed=1, part=world.part)
     for index in range(steps):
         step(batches(), index, 2e-3)
     bpd, se = evaluate_bpd(flow, splits.test, 50, world=world)
+    average = step.average.module.state_dict() if step.average else {}
     if world.is_main:
-        torch.save({"model": flow.state_dict(), "bpd": bpd, "se": se}, out)
+        torch.save({"model": flow.state_dict(), "average": average, "bpd": bpd, "se": se}, out)
     distributed.teardown(world)
 
 
@@ -64,15 +72,23 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
             f"--nproc_per_node={nproc}", *args]
 
 
-def test_two_ranks_take_the_steps_of_one_process_and_evaluate_alike(tmp_path):
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_two_ranks_take_the_steps_of_one_process_and_evaluate_alike(tmp_path, recipe):
     out = tmp_path / "two.pt"
-    subprocess.run(torchrun(__file__, str(out)), check=True, env=ENV, capture_output=True)
-    train_a_few_steps(tmp_path / "one.pt")
+    subprocess.run(torchrun(__file__, str(out), recipe), check=True, env=ENV,
+                   capture_output=True)
+    train_a_few_steps(tmp_path / "one.pt", recipe)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(out)
-    for key, value in one["model"].items():
-        torch.testing.assert_close(two["model"][key], value, rtol=0, atol=1e-5, msg=key)
-    changed = build_model(load_config(None, SMALL).model, (1, 8, 8), 17).state_dict()
+    for part in ("model", "average"):
+        for key, value in one[part].items():
+            torch.testing.assert_close(two[part][key], value, rtol=0, atol=1e-5, msg=key)
+    changed = build_model(load_config(None, [*SMALL, *RECIPES[recipe]]).model, (1, 8, 8),
+                          17).state_dict()
     assert any(not torch.equal(changed[k], v) for k, v in one["model"].items() if "weight" in k)
+    if recipe != "plain":  # the dequantizer trained, and the average is one
+        assert any(k.startswith("dequantizer.") and not torch.equal(changed[k], v)
+                   for k, v in one["model"].items())
+        assert any(not torch.equal(one["average"][k], v) for k, v in one["model"].items())
     assert abs(two["bpd"] - one["bpd"]) < 1e-6 and abs(two["se"] - one["se"]) < 1e-6
 
 
@@ -175,4 +191,4 @@ def test_a_dead_rank_ends_the_run_in_bounded_time_and_keeps_the_checkpoint(tmp_p
 
 
 if __name__ == "__main__":
-    train_a_few_steps(Path(sys.argv[1]))
+    train_a_few_steps(Path(sys.argv[1]), sys.argv[2])

@@ -50,26 +50,35 @@ def signal_at_step(signals: list[int], at_step: int):
     return done
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+LEARNED = ["model.dequantization=variational", "train.ema=0.9"]  # the dequantizer, an average
+
+
+@pytest.mark.parametrize(("sig", "recipe"), [(signal.SIGTERM, []), (signal.SIGINT, []),
+                                             (signal.SIGTERM, LEARNED)],
+                         ids=["SIGTERM", "SIGINT", "SIGTERM-variational-ema"])
 def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resume_is_exact(tmp_path, monkeypatch,
-                                                                          sig):
-    run(tmp_path, "straight", "train.steps=30")
+                                                                          sig, recipe):
+    run(tmp_path, "straight", "train.steps=30", *recipe)
     handler_before = signal.getsignal(sig)
     with monkeypatch.context() as patch:
         patch.setattr(Progress, "done", signal_at_step([sig], 15))
         name = signal.Signals(sig).name
         with pytest.raises(UserError, match=f"stopped by {name} at step 16; checkpoint saved"):
-            run(tmp_path, "halves", "train.steps=30")
+            run(tmp_path, "halves", "train.steps=30", *recipe)
     assert torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=True)["step"] == 16
     assert signal.getsignal(sig) == handler_before  # the run's handler is gone
-    _, resumed = run(tmp_path, "halves", "train.steps=30", resume=True)
+    _, resumed = run(tmp_path, "halves", "train.steps=30", *recipe, resume=True)
     straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     halves = torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=True)
     assert halves["step"] == straight["step"] == 30
-    for key, value in straight["model"].items():
-        assert torch.equal(value, halves["model"][key]), key
+    saved = ("model", "ema_model") if recipe else ("model",)
+    for part in saved:
+        for key, value in straight[part].items():
+            assert torch.equal(value, halves[part][key]), (part, key)
+    assert halves.get("ema_updates") == straight.get("ema_updates")
     results = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert resumed["test_bpd"] == results["test_bpd"]
+    assert resumed.get("test_bpd_raw") == results.get("test_bpd_raw")
     logged = [json.loads(line) for line in (tmp_path / "halves" / "metrics.jsonl").open()]
     straight_log = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").open()]
     assert [r["step"] for r in logged] == [r["step"] for r in straight_log]  # none twice
@@ -119,6 +128,23 @@ def test_a_slow_model_under_a_time_budget_reaches_its_rate_and_warms_up_for_its_
     assert len(rates) > 30
     assert max(rates) > 0.97 * cfg.train.lr
     assert peak_step <= 0.1 * len(rates) + 2  # below its rate for at most its share
+
+
+def test_the_average_of_the_weights_is_reported_saved_and_loaded_beside_the_trained_ones(
+        tmp_path):
+    """With train.ema the figures are the average's, the trained weights' figures are those
+    of a run without it (the average does not touch training), and tools load the average."""
+    _, plain = run(tmp_path, "plain", "train.steps=40", "train.eval_every=20")
+    cfg, averaged = run(tmp_path, "ema", "train.steps=40", "train.eval_every=20", "train.ema=0.9")
+    assert averaged["test_bpd_raw"] == plain["test_bpd"] != averaged["test_bpd"]
+    test = load_splits(cfg.data).test
+    loaded = load_checkpoint(tmp_path / "ema" / "checkpoint.pt")
+    assert evaluate_bpd(loaded, test, cfg.train.eval_batch_size)[0] == averaged["test_bpd"]
+    logs = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+            for name in ("plain", "ema")}
+    plain_val = [r["val_bpd"] for r in logs["plain"] if "val_bpd" in r]
+    assert [r["val_bpd_raw"] for r in logs["ema"] if "val_bpd" in r] == plain_val
+    assert "test_bpd_raw" not in plain
 
 
 def test_a_resume_takes_a_new_weight_decay(tmp_path):
@@ -218,10 +244,11 @@ def test_a_non_finite_step_is_skipped_inside_the_fused_update(tmp_path):
     assert any(not torch.equal(v, before[k]) for k, v in flow.state_dict().items())
 
 
-def test_injected_non_finite_losses_are_skipped_rolled_back_and_logged(tmp_path):
+@pytest.mark.parametrize("recipe", [[], ["train.ema=0.9"]], ids=["trained", "averaged"])
+def test_injected_non_finite_losses_are_skipped_rolled_back_and_logged(tmp_path, recipe):
     _, result = run(tmp_path, "run", "train.steps=120", "train.log_every=5",
                     "train.checkpoint_every=40", "train.inject_nan_every=50",
-                    "train.inject_nan_steps=12")  # steps 38-49 and 88-99 are non-finite
+                    "train.inject_nan_steps=12", *recipe)  # steps 38-49 and 88-99 non-finite
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     rollbacks = [r for r in records if "rollback" in r]
     assert [r["lr_scale"] for r in rollbacks] == [0.5, 0.25]

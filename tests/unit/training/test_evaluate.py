@@ -1,11 +1,15 @@
 """Bits/dim of a whole split: the same figure however the batches are shared among processes."""
 
-import pytest
+import math
 
+import pytest
+import torch
+
+from flowcheck import perturb
 from mixerflow import load_config, load_splits
 from mixerflow.models import build_model
 from mixerflow.training import distributed
-from mixerflow.training.evaluate import evaluate_bpd
+from mixerflow.training.evaluate import EVAL_SEED, evaluate_bpd
 from support import SMALL
 
 
@@ -27,3 +31,21 @@ def test_sharded_evaluation_sums_to_the_single_process_figure():
     count, total, _ = (sum(column) for column in zip(*Rank.shares, strict=True))
     assert count == len(test) and len({p[0] for p in parts}) == 3
     assert total / count == pytest.approx(whole[0], abs=1e-9)
+
+
+def test_k_draws_give_the_importance_weighted_bound_by_hand():
+    """``samples=K``: each image's ``log mean_k p(x+u_k)/q(u_k|x)`` on the batch generator's
+    next K draws; no looser than one draw's (Jensen), and K=1 is the one-draw figure."""
+    cfg = load_config(None, [*SMALL, "model.dequantization=variational"])
+    test = load_splits(cfg.data).test
+    flow = perturb(build_model(cfg.model, (1, 8, 8), 17), 0.05).eval()
+    one, _ = evaluate_bpd(flow, test, 500)
+    three, _ = evaluate_bpd(flow, test, 500, samples=3)
+    generator = torch.Generator().manual_seed(EVAL_SEED)  # the one batch starts at image 0
+    with torch.no_grad():
+        draws = torch.stack([flow.log_prob(test.images, generator=generator).double()
+                             for _ in range(3)])
+    by_hand = -(torch.logsumexp(draws, 0) - math.log(3)) / (64 * math.log(2))
+    assert three == pytest.approx(by_hand.mean().item(), abs=1e-5)
+    assert three < one
+    assert one == pytest.approx(-(draws[0] / (64 * math.log(2))).mean().item(), abs=1e-6)

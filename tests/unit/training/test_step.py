@@ -17,7 +17,8 @@ from support import TINY
 CPU = torch.device("cpu")
 STEPPED = {  # the tiny models, wide enough for the bf16 and compiled-step checks
     "mixerflow": [*TINY["mixerflow"], "model.patch_size=2", "model.channel_hidden=16",
-                  "model.patch_hidden=16", "model.position_context=true"],
+                  "model.patch_hidden=16", "model.position_context=true",
+                  "model.dequantization=variational", "model.dequant_hidden=8"],
     "glow": [*TINY["glow"], "model.levels=2", "model.learned_prior=true"],
     "tarflow": [*TINY["tarflow"], "model.patch_size=2", "model.width=16"],
 }
@@ -39,11 +40,11 @@ def trained_like(kind: str, seed: int = 0, device: torch.device = CPU):
 @pytest.mark.parametrize("kind", STEPPED)
 def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind, device):
     flow, images = trained_like(kind, device=device)
-    values = images.float() + 0.5
+    u0 = torch.rand(images.shape, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
-        fp32 = flow.log_density(values)
+        fp32 = flow.log_bound(images, u0)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            bf16 = flow.log_density(values)
+            bf16 = flow.log_bound(images, u0)
     assert bf16.dtype == torch.float32  # the flow arithmetic stayed float32
     gap_bits = (fp32 - bf16).abs() / (flow.num_dims * torch.log(torch.tensor(2.0)))
     assert gap_bits.max() < 1e-2
@@ -69,11 +70,11 @@ def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind, de
 @pytest.mark.parametrize("kind", STEPPED)
 def test_the_objective_compiles_without_graph_breaks(kind, device):
     flow, images = trained_like(kind, device=device)
-    values = images[:4].float() + 0.5
+    u0 = torch.rand(images[:4].shape, generator=torch.Generator().manual_seed(0)).to(device)
     for precision in ("fp32", "bf16"):
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         with autocast:
-            explanation = torch._dynamo.explain(flow.log_density)(values)
+            explanation = torch._dynamo.explain(flow.log_bound)(images[:4], u0)
         assert explanation.graph_break_count == 0, explanation.break_reasons
         assert explanation.graph_count == 1
 
@@ -138,6 +139,24 @@ def test_the_optimizer_updates_every_parameter_in_one_fused_call():
     assert names.count("aten::_fused_adam_") == 1
     per_tensor = [n for n in names if n in ("aten::addcmul_", "aten::lerp_", "aten::sqrt")]
     assert not per_tensor  # no per-parameter Adam arithmetic besides the fused kernel
+
+
+def test_the_average_of_the_weights_follows_its_decay_by_hand():
+    """After steps with weights w1, w2, w3 the average is d (d w1 + (1-d) w2) + (1-d) w3."""
+    flow, images = trained_like("mixerflow")
+    decay = 0.75
+    step = TrainStep(flow, make_optimizer(flow, 1e-2, 0.0), device=CPU, ema=decay)
+    expected = None
+    for index in range(3):
+        step(images, index, 1e-2)
+        weights = [p.detach().clone() for p in flow.parameters()]
+        expected = weights if expected is None else [
+            decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    averaged = list(step.average.module.parameters())
+    for by_hand, average in zip(expected, averaged, strict=True):
+        torch.testing.assert_close(average, by_hand, rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(a, w) for a, w in zip(averaged, flow.parameters(), strict=True))
+    assert int(step.average.n_averaged) == 3
 
 
 def test_training_and_the_benchmark_run_the_same_step(tmp_path, monkeypatch):
