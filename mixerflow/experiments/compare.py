@@ -21,7 +21,7 @@ import yaml
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import atomic_write_text
 from mixerflow.data.splits import image_shape_of
-from mixerflow.models.flow import build_model, count_parameters
+from mixerflow.models.flow import build_transform, count_parameters
 from mixerflow.models.sizing import match_width
 from mixerflow.training.config import Config
 from mixerflow.training.lifecycle import StopSignals
@@ -37,11 +37,23 @@ def fair_configs(configs: dict[str, Config], match_params: bool = True) -> dict[
     models = {name: cfg.model for name, cfg in configs.items()}
     if match_params:
         shape = image_shape_of(first.data)
-        # the number of levels only sets the preprocessing, which has no parameters
-        target = count_parameters(build_model(first.model, shape, num_levels=256))
+        # the transforms' counts: a learned dequantizer is each model's own setting, and
+        # match_width sizes the transform alone
+        target = count_parameters(build_transform(first.model, shape))
         models = {name: model if name == first_name else match_width(model, shape, target)
                   for name, model in models.items()}
     return {name: dataclasses.replace(first, model=model) for name, model in models.items()}
+
+
+def recipe_note(configs: dict[str, Config]) -> str | None:
+    """A word where the models dequantize differently: their figures then differ by recipe
+    as well as by architecture."""
+    recipes = {name: cfg.model.dequantization for name, cfg in configs.items()}
+    if len(set(recipes.values())) == 1:
+        return None
+    named = ", ".join(f"{name}: {recipe}" for name, recipe in recipes.items())
+    return (f"note: the models dequantize differently ({named}), so their bits/dim differ by "
+            "recipe as well as by model; model.dequantization=... sets one for all")
 
 
 def with_budget(cfg: Config, minutes: float | None, steps: int | None) -> Config:

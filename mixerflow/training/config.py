@@ -153,7 +153,7 @@ def _validate_train_and_log(t: TrainConfig, lg: LogConfig) -> None:
     require(t.grad_clip > 0, "train.grad_clip", "must be positive")
     require(t.weight_decay >= 0, "train.weight_decay", "must be at least 0")
     require(t.ema is None or 0 < t.ema < 1, "train.ema", "(the decay of the weights' moving "
-            f"average) must lie in (0, 1), e.g. 0.999; got {t.ema}")
+            f"average) must lie in (0, 1), e.g. 0.99; got {t.ema}")
     require(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be positive")
     require(t.threads is None or t.threads >= 1, "train.threads", "must be at least 1")
     require(t.dist_timeout_minutes > 0, "train.dist_timeout_minutes", "must be positive")

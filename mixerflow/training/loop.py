@@ -30,7 +30,7 @@ from mixerflow.models.flow import count_parameters
 from mixerflow.tools.sampling import save_grid
 from mixerflow.training import distributed
 from mixerflow.training.checkpoint import save_checkpoint
-from mixerflow.training.config import Config
+from mixerflow.training.config import Config, TrainConfig
 from mixerflow.training.distributed import Distributed
 from mixerflow.training.evaluate import evaluate_bpd
 from mixerflow.training.lifecycle import StopSignals
@@ -141,6 +141,9 @@ class Run:
         print(f"{self.cfg.model.kind}: {count_parameters(self.flow):,} parameters; "
               f"{len(self.splits.train)} train images {self.splits.image_shape} on "
               f"{self.world.device}{processes}")
+        note = average_horizon_note(self.cfg.train)
+        if note:
+            print(note)
 
     def train_steps(self, show_progress: bool) -> None:
         """Steps until the budget ends, each followed by its phases; a stop signal ends the
@@ -359,6 +362,22 @@ def learning_rate(cfg: Config, step: int, elapsed: float) -> float:
     if t.warmup_steps and t.warmup_fraction:
         warmup = min(1.0, max((step + 1) / t.warmup_steps, progress / t.warmup_fraction))
     return t.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def average_horizon_note(t: TrainConfig) -> str | None:
+    """A word where ``train.ema`` averages over more than a tenth of ``train.steps`` (a run
+    that a time budget ends sooner has fewer): such an average still holds early weights at
+    the end (MNIST, 3,000 steps: 0.999 scored 2.85 bits/dim where the trained weights scored
+    1.69; 0.99 scored as they did)."""
+    if t.ema is None:
+        return None
+    horizon = 1 / (1 - t.ema)
+    if horizon <= t.steps / 10:
+        return None
+    return (f"note: train.ema={t.ema} averages over the last ~{horizon:,.0f} steps, "
+            f"{horizon / t.steps:.0%} of train.steps={t.steps:,}; the average will hold weights "
+            "from early training and may score far worse than the trained weights "
+            "(val_bpd_raw): keep 1/(1 - decay) under a tenth of the steps")
 
 
 def _cpu_copy(state: dict) -> dict:

@@ -179,9 +179,12 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
 
 def _load_average(step: TrainStep, payload: dict, path: Path) -> None:
     """The saved moving average of the weights, where the run keeps one (``train.ema``);
-    one switched on at this resume starts from the current weights, and says so."""
+    one switched on or off at this resume says so (a new one starts from the weights)."""
     average = step.average
     if average is None:
+        if "ema_model" in payload:
+            print(f"train.ema is off: the average of the weights in {path} is not carried on; "
+                  "the run's checkpoint and figures from here are the trained weights'")
         return
     if "ema_model" not in payload:
         print(f"train.ema: {path} holds no average of the weights; it starts at step "

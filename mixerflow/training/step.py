@@ -1,12 +1,13 @@
 """The optimiser step: the one piece of code that training, ``bench`` and ``compare`` run.
 
 A step draws the dequantization noise on the device, evaluates the mean bits/dim (the
-bound under uniform or learned dequantization) under
-the run's precision, back-propagates, clips the gradient norm and takes one Adam step
-(a single fused kernel where the device has one). Nothing in it waits for the device:
-the loss comes back as a device tensor, and a step with a non-finite loss or gradient is
-skipped and counted on the device, so the host only synchronises when
-:meth:`TrainStep.health` or ``loss.item()`` is called at logging and checkpoint steps.
+bound, under uniform or learned dequantization) under the run's precision,
+back-propagates, clips the gradient norm and takes one Adam step (a single fused kernel
+where the device has one), then updates the weights' average where there is one. Nothing
+in it waits for the device (but the average's update on CUDA): the loss comes back as a
+device tensor, and a step with a non-finite loss or gradient is skipped and counted on the
+device, so the host only synchronises when :meth:`TrainStep.health` or ``loss.item()`` is
+called at logging and checkpoint steps.
 """
 
 import inspect

@@ -1,5 +1,6 @@
 """``mixerflow compare``: complete reports with finite numbers, and a stop that a rerun resumes."""
 
+import dataclasses
 import json
 import math
 import signal
@@ -10,6 +11,10 @@ import pytest
 import torch
 
 from mixerflow.cli import main
+from mixerflow.experiments.compare import fair_configs, recipe_note
+from mixerflow.models import build_model
+from mixerflow.models.flow import count_parameters
+from mixerflow.training.config import load_configs
 from support import ENV, QUICKSTARTS, wait_for_step
 
 CONFIGS = ["--model", str(QUICKSTARTS["mixerflow"]), "--model", str(QUICKSTARTS["glow"])]
@@ -43,6 +48,26 @@ def test_compare_of_three_models_writes_the_report(tmp_path):
     main(command)
     assert json.loads(first)["test_bpd"] == json.loads(
         (out / "report.json").read_text())["models"]["attention"]["runs"][0]["test_bpd"]
+
+
+def test_widths_are_matched_on_the_transforms_whatever_each_model_dequantizes_with():
+    """A learned dequantizer is one model's own setting: it neither shrinks the others nor
+    changes the width its own transform gets."""
+    uniform = dict(zip(("mixerflow", "glow"), load_configs(list(QUICKSTARTS.values())),
+                       strict=True))
+    first = uniform["mixerflow"]
+    learned = {**uniform, "mixerflow": dataclasses.replace(first, model=dataclasses.replace(
+        first.model, dequantization="variational"))}
+    matched = {recipe: fair_configs(configs) for recipe, configs in
+               (("uniform", uniform), ("learned", learned))}
+    assert matched["uniform"]["glow"].model == matched["learned"]["glow"].model
+    flows = {name: build_model(cfg.model, (1, 8, 8), 17)
+             for name, cfg in matched["learned"].items()}
+    transforms = {name: count_parameters(flow.transform) for name, flow in flows.items()}
+    assert abs(transforms["glow"] - transforms["mixerflow"]) <= 0.05 * transforms["mixerflow"]
+    assert count_parameters(flows["mixerflow"].dequantizer) > 0
+    assert recipe_note(matched["uniform"]) is None
+    assert "(mixerflow: variational, glow: uniform)" in recipe_note(matched["learned"])
 
 
 @pytest.mark.slow

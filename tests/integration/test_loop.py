@@ -131,11 +131,15 @@ def test_a_slow_model_under_a_time_budget_reaches_its_rate_and_warms_up_for_its_
 
 
 def test_the_average_of_the_weights_is_reported_saved_and_loaded_beside_the_trained_ones(
-        tmp_path):
+        tmp_path, capsys):
     """With train.ema the figures are the average's, the trained weights' figures are those
     of a run without it (the average does not touch training), and tools load the average."""
     _, plain = run(tmp_path, "plain", "train.steps=40", "train.eval_every=20")
     cfg, averaged = run(tmp_path, "ema", "train.steps=40", "train.eval_every=20", "train.ema=0.9")
+    # 1 / (1 - 0.9) = 10 steps of 40: a quarter of the run, said; 0.5 (2 steps) is not
+    assert "averages over the last ~10 steps, 25% of train.steps=40" in capsys.readouterr().out
+    run(tmp_path, "short", "train.steps=40", "train.eval_every=40", "train.ema=0.5")
+    assert "note: train.ema" not in capsys.readouterr().out
     assert averaged["test_bpd_raw"] == plain["test_bpd"] != averaged["test_bpd"]
     test = load_splits(cfg.data).test
     loaded = load_checkpoint(tmp_path / "ema" / "checkpoint.pt")
@@ -145,6 +149,20 @@ def test_the_average_of_the_weights_is_reported_saved_and_loaded_beside_the_trai
     plain_val = [r["val_bpd"] for r in logs["plain"] if "val_bpd" in r]
     assert [r["val_bpd_raw"] for r in logs["ema"] if "val_bpd" in r] == plain_val
     assert "test_bpd_raw" not in plain
+
+
+def test_a_resume_that_switches_the_average_off_or_on_says_so(tmp_path, capsys):
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    run(tmp_path, "run", "train.steps=4", "train.ema=0.9")
+    capsys.readouterr()
+    _, trained = run(tmp_path, "run", "train.steps=6", resume=True)
+    assert "train.ema is off: the average of the weights" in capsys.readouterr().out
+    assert "ema_model" not in torch.load(checkpoint, weights_only=True)
+    assert "test_bpd_raw" not in trained
+    _, averaged = run(tmp_path, "run", "train.steps=9", "train.ema=0.9", resume=True)
+    assert "holds no average of the weights; it starts at step 6" in capsys.readouterr().out
+    assert torch.load(checkpoint, weights_only=True)["ema_updates"] == 3
+    assert "test_bpd_raw" in averaged
 
 
 def test_a_resume_takes_a_new_weight_decay(tmp_path):
