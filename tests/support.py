@@ -34,6 +34,8 @@ TINY = {
     "glow": ["model.kind=glow", "model.steps_per_level=2", "model.hidden_channels=8",
              "model.num_bins=4"],
     "tarflow": ["model.kind=tarflow", "model.blocks=2", "model.width=8", "model.heads=2"],
+    "jet": ["model.kind=jet", "model.couplings=3", "model.pattern=channels,spatial",
+            "model.width=8", "model.heads=2"],
 }
 # A MixerFlow run on the digits that learns in seconds.
 SMALL = [

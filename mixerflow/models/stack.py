@@ -1,5 +1,5 @@
-"""A stack of flow blocks on images ``(B, C, H, W)``: what MixerFlow and the attention flow
-share (running the blocks either way, compiling them one by one, per-block embeddings)."""
+"""A stack of flow blocks: what MixerFlow, the attention flow and Jet share (running the
+blocks either way, compiling them one by one, per-block embeddings)."""
 
 import torch
 from nflows.transforms.base import Transform
@@ -23,8 +23,13 @@ def patches_for(image_shape: tuple[int, int, int], patch_size: int, mixing: str)
 
 
 class BlockStack(ImageTransform):
-    """``blocks`` (Transforms on ``(B, C, H, W)``) in order; ``blocks[k]`` is block ``k``.
-    ``patchify`` names the patches that the embeddings' pools average over."""
+    """``blocks`` in order; ``blocks[k]`` is block ``k``. ``patchify`` names the patches that
+    the embeddings' pools average over.
+
+    The blocks work on images ``(B, C, H, W)``; a subclass whose blocks work on another view
+    of the image (Jet's: its patches) gives the volume-preserving reshapes ``to_state`` and
+    ``to_images`` between the two.
+    """
 
     LAYERS = "z, block:k"
     POOLS = ("none", "mean_patches", "mean_channels")
@@ -34,19 +39,29 @@ class BlockStack(ImageTransform):
         self.blocks = nn.ModuleList(blocks)
         self.patchify = patchify
 
+    def to_state(self, images: torch.Tensor) -> torch.Tensor:
+        """What the blocks work on, from images ``(B, C, H, W)`` (the images themselves)."""
+        return images
+
+    def to_images(self, state: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` from what the blocks work on (the inverse of ``to_state``)."""
+        return state
+
     def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         logabsdet = inputs.new_zeros(inputs.shape[0])
+        state = self.to_state(inputs)
         for block in self.blocks:
-            inputs, block_logdet = block(inputs)
+            state, block_logdet = block(state)
             logabsdet = logabsdet + block_logdet
-        return inputs, logabsdet
+        return self.to_images(state), logabsdet
 
     def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         logabsdet = inputs.new_zeros(inputs.shape[0])
+        state = self.to_state(inputs)
         for block in reversed(self.blocks):
-            inputs, block_logdet = block.inverse(inputs)
+            state, block_logdet = block.inverse(state)
             logabsdet = logabsdet + block_logdet
-        return inputs, logabsdet
+        return self.to_images(state), logabsdet
 
     def compile_regions(self) -> list[Transform]:
         """The modules to compile one by one: the blocks (blocks of one structure share code)."""
@@ -58,9 +73,10 @@ class BlockStack(ImageTransform):
         (``none``: F = C·H·W) or averaged over patches (F = D) or over a patch's values (F = S).
         """
         self.check_pool(pool)
-        state = inputs
+        state = self.to_state(inputs)
         for block in self.blocks[: layer_index(layer, "block", len(self.blocks))]:
             state, _ = block(state)
+        state = self.to_images(state)
         if pool == "none":
             return state.reshape(state.shape[0], -1)
         patches, _ = self.patchify(state)  # (B, S, D)

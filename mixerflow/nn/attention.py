@@ -1,21 +1,25 @@
-"""Causal Transformer layers on token sequences ``(B, T, C)``, with a key/value cache for
-generating one position at a time: the conditioner network of the attention flow."""
+"""Transformer layers on token sequences ``(B, T, C)``: causal, with a key/value cache for
+generating one position at a time (the attention flow's conditioner), or bidirectional (the
+ViT layers of Jet's couplings)."""
 
 import torch
 from torch import nn
 from torch.nn import functional
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention on ``(B, T, C)``, each position seeing itself and those before.
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on ``(B, T, C)``; when ``causal``, each position sees itself
+    and those before, else every position.
 
-    With a ``cache`` (a dict, empty at first) the inputs are the next positions after those
-    the cache holds: their keys and values are appended, and they attend to all of them.
+    With a ``cache`` (a dict, empty at first; causal only) the inputs are the next positions
+    after those the cache holds: their keys and values are appended, and they attend to all
+    of them.
     """
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, causal: bool = True):
         super().__init__()
         self.heads = heads
+        self.causal = causal
         # no bias: a key bias adds the same q·b to every logit of a row, which softmax
         # ignores (its gradient is rounding noise, which Adam would turn into steps of lr)
         self.qkv = nn.Linear(width, 3 * width, bias=False)
@@ -29,7 +33,7 @@ class CausalSelfAttention(nn.Module):
             k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
         if cache is not None:
             cache["k"], cache["v"] = k, v
-        causal = length > 1  # a single new position may see every cached one
+        causal = self.causal and length > 1  # a single new position may see every cached one
         if causal and k.shape[2] != length:
             raise ValueError("a cached attention step takes one new position at a time")
         mixed = functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -37,13 +41,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class AttentionLayer(nn.Module):
-    """Pre-norm Transformer layer on ``(B, T, C)``: causal attention, then an MLP of
-    ``mlp_width`` hidden units."""
+    """Pre-norm Transformer layer on ``(B, T, C)``: attention (causal unless told), then an
+    MLP of ``mlp_width`` hidden units."""
 
-    def __init__(self, width: int, heads: int, mlp_width: int):
+    def __init__(self, width: int, heads: int, mlp_width: int, causal: bool = True):
         super().__init__()
         self.attention_norm = nn.LayerNorm(width)
-        self.attention = CausalSelfAttention(width, heads)
+        self.attention = SelfAttention(width, heads, causal)
         self.mlp_norm = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.GELU(),
                                  nn.Linear(mlp_width, width))

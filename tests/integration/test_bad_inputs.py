@@ -343,7 +343,7 @@ CASES = {
     "override on a command without config": Case(["sample", "--checkpoint", CKPT, "n=3"],
                                                  "unrecognized arguments: n=3"),
     # config keys and values
-    "unknown key": Case([*TRAIN, "model.depth=3"], "unknown config key 'model.depth'"),
+    "unknown key": Case([*TRAIN, "model.deep=3"], "unknown config key 'model.deep'"),
     "unknown section": Case([*TRAIN, "modle.blocks=3"], "unknown config key 'modle'"),
     "override without a value": Case([*TRAIN, "model.blocks="],
                                      "'model.blocks' must be an integer, got ''"),
@@ -362,6 +362,17 @@ CASES = {
     "attention with a spline": Case(
         [*CFG, "model.coupling=rq-spline"], "must be affine for model.kind tarflow",
         config_file(b"data: {name: digits}\nmodel: {kind: tarflow, patch_size: 2}\n")),
+    "jet split of an unknown kind": Case(
+        [*CFG, "model.pattern=channels,rows"], "'model.pattern' must be one of channels, spatial",
+        config_file(b"data: {name: digits}\nmodel: {kind: jet, patch_size: 2}\n")),
+    "jet channel split of one value": Case(
+        [*CFG, "model.patch_size=1"],
+        "model.pattern: a channels coupling splits each patch's values, and patch_size 1 "
+        "leaves 1",
+        config_file(b"data: {name: digits}\nmodel: {kind: jet}\n")),
+    "jet token mixing unknown": Case(
+        [*CFG, "model.token_mixing=conv"], "'model.token_mixing' must be one of attention, mlp",
+        config_file(b"data: {name: digits}\nmodel: {kind: jet, patch_size: 2}\n")),
     "attention over a single patch": Case(
         [*CFG, "model.patch_size=8"], "leaves a single patch of the 8x8 image; attention needs",
         config_file(b"data: {name: digits}\nmodel: {kind: tarflow}\n")),
@@ -650,8 +661,8 @@ CASES = {
                 b"data: {name: digits}\nmodel: {blocks: 99}\ntrain: {}\nlog: {}\n")),
     "compare report under a file": Case(["compare", "--steps", "2", "--out", "{tmp}/c.yaml/r"],
                                         "cannot write", config_file(b"")),
-    "compare override of no model here": Case([*COMPARE, "model.depth=3"],
-                                              "unknown config key 'model.depth'"),
+    "compare override of no model here": Case([*COMPARE, "model.deep=3"],
+                                              "unknown config key 'model.deep'"),
     "bench override of another kind": Case([*BENCH, "model.levels=2"],
                                            "config key 'model.levels' fits none of the models "
                                            "here (mixerflow)"),
@@ -666,9 +677,11 @@ CASES = {
                                    "'model.learned_prior' must be true or false"),
     "mixerflow key in a glow config": Case(["train", "--config", "configs/quickstart_glow.yaml",
                                             "log.out_dir={tmp}/run", "model.patch_size=2"],
-                                           "belongs to model.kind mixerflow / tarflow, not glow"),
+                                           "belongs to model.kind mixerflow / tarflow / jet, "
+                                           "not glow"),
     "old name of coupling_layers": Case([*TRAIN, "model.couplings=2"],
-                                        "unknown config key 'model.couplings'"),
+                                        "config key 'model.couplings' belongs to model.kind "
+                                        "jet, not mixerflow"),
     "bench sizes too small": Case([*BENCH, "--sizes", "1"],
                                   "--sizes must list image sides of at least 2"),
     "bench sizes as words": Case([*BENCH, "--sizes", "big"],

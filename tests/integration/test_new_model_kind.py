@@ -106,5 +106,5 @@ def test_an_unregistered_kind_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["train", "--no-progress", "model.kind=elementwise", f"log.out_dir={tmp_path}"])
     assert stopped.value.code == 2
-    assert "model.kind' must be one of mixerflow, glow, tarflow; got 'elementwise'" in \
+    assert "model.kind' must be one of mixerflow, glow, tarflow, jet; got 'elementwise'" in \
         capsys.readouterr().err

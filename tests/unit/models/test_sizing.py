@@ -15,6 +15,8 @@ from mixerflow.training.config import load_config
     (["model.conditioner=kan", "model.patch_hidden=64"], (1, 28, 28), 567_012),
     (["model.channel_mixing=maf"], (1, 28, 28), 567_012),
     (["model.kind=tarflow", "model.heads=8"], (1, 28, 28), 567_012),
+    (["model.kind=jet", "model.patch_size=7"], (1, 28, 28), 567_012),
+    (["model.kind=jet", "model.token_mixing=mlp"], (3, 32, 32), 1_500_000),
 ])
 def test_parameter_matching_lands_within_five_percent(overrides, image_shape, target):
     cfg = load_config(None, overrides).model

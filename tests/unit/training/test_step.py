@@ -21,6 +21,8 @@ STEPPED = {  # the tiny models, wide enough for the bf16 and compiled-step check
                   "model.dequantization=variational", "model.dequant_hidden=8"],
     "glow": [*TINY["glow"], "model.levels=2", "model.learned_prior=true"],
     "tarflow": [*TINY["tarflow"], "model.patch_size=2", "model.width=16"],
+    "jet": [*TINY["jet"], "model.patch_size=2", "model.width=16"],
+    "jet-mlp": [*TINY["jet"], "model.patch_size=2", "model.width=16", "model.token_mixing=mlp"],
 }
 
 
