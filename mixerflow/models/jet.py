@@ -19,7 +19,7 @@ import torch
 
 from mixerflow.core import schema
 from mixerflow.core.errors import UserError
-from mixerflow.models.kind import ModelConfig
+from mixerflow.models.kind import ModelConfig, attention_widths, check_attention_keys
 from mixerflow.models.stack import BlockStack, patches_for
 from mixerflow.nn.token_net import TOKEN_MIXINGS, TokenNet
 from mixerflow.transforms.patches import Patchify
@@ -55,19 +55,13 @@ class JetConfig(ModelConfig):
     REPEATED = "couplings"
 
     def with_width(self, knob: int) -> "JetConfig":
-        """``mlp_width = knob``, ``width`` the multiple of ``heads`` nearest ``knob / 4``."""
-        width = self.heads * max(1, round(knob / (4 * self.heads)))
-        return dataclasses.replace(self, width=width, mlp_width=knob)
+        """``mlp_width = knob`` and ``width`` near ``knob / 4`` (:func:`attention_widths`)."""
+        return dataclasses.replace(self, **attention_widths(self.heads, knob))
 
     def validate(self) -> None:
         super().validate()
-        schema.require(self.coupling == "affine", "model.coupling",
-                       f"must be affine for model.kind jet; got {self.coupling!r}")
         schema.at_least(self, "model.", 1, "patch_size", "couplings", "width", "depth", "heads")
-        schema.require(self.width % self.heads == 0, "model.width",
-                       f"must be a multiple of model.heads ({self.heads}); got {self.width}")
-        schema.require(self.mlp_width is None or self.mlp_width >= 1, "model.mlp_width",
-                       "must be at least 1")
+        check_attention_keys(self)
         schema.choice(self.token_mixing, "model.token_mixing", TOKEN_MIXINGS)
         for name in _names(self.pattern):
             schema.choice(name, "model.pattern", tuple(AXES))

@@ -75,6 +75,24 @@ class ModelConfig:
         return schema.build(MODEL_KINDS[kind].config, values, prefix)
 
 
+def attention_widths(heads: int, knob: int) -> dict[str, int]:
+    """The ``with_width`` of the kinds with Transformer conditioners (TarFlow, Jet):
+    ``mlp_width = knob``, ``width`` the multiple of ``heads`` nearest ``knob / 4`` (a fine
+    knob: the Transformer width alone moves in steps of ``heads``)."""
+    return {"width": heads * max(1, round(knob / (4 * heads))), "mlp_width": knob}
+
+
+def check_attention_keys(cfg: "ModelConfig") -> None:
+    """What the kinds with Transformer conditioners require: affine couplings, a ``width``
+    that ``heads`` divide and an ``mlp_width`` of at least 1 (None: 4 · width)."""
+    schema.require(cfg.coupling == "affine", "model.coupling",
+                   f"must be affine for model.kind {cfg.kind}; got {cfg.coupling!r}")
+    schema.require(cfg.width % cfg.heads == 0, "model.width",
+                   f"must be a multiple of model.heads ({cfg.heads}); got {cfg.width}")
+    schema.require(cfg.mlp_width is None or cfg.mlp_width >= 1, "model.mlp_width",
+                   "must be at least 1")
+
+
 class ImageTransform(Transform):
     """The contract of a kind's transform: logit-space images ``(B, C, H, W)`` to latents of
     the same shape (nflows direction, data -> noise: ``forward`` returns ``(z, logabsdet

@@ -14,7 +14,7 @@ import torch
 from nflows.transforms.base import Transform
 
 from mixerflow.core import schema
-from mixerflow.models.kind import ModelConfig
+from mixerflow.models.kind import ModelConfig, attention_widths, check_attention_keys
 from mixerflow.models.stack import BlockStack, patches_for
 from mixerflow.transforms.autoregressive import AutoregressiveAffine
 from mixerflow.transforms.patches import Patchify
@@ -36,21 +36,14 @@ class TarFlowConfig(ModelConfig):
     REPEATED = "blocks"
 
     def with_width(self, knob: int) -> "TarFlowConfig":
-        """``mlp_width = knob``, ``width`` the multiple of ``heads`` nearest ``knob / 4`` (a
-        fine knob: the Transformer width alone moves in steps of ``heads``)."""
-        width = self.heads * max(1, round(knob / (4 * self.heads)))
-        return dataclasses.replace(self, width=width, mlp_width=knob)
+        """``mlp_width = knob`` and ``width`` near ``knob / 4`` (:func:`attention_widths`)."""
+        return dataclasses.replace(self, **attention_widths(self.heads, knob))
 
     def validate(self) -> None:
         super().validate()
-        schema.require(self.coupling == "affine", "model.coupling",
-                       f"must be affine for model.kind tarflow; got {self.coupling!r}")
         schema.at_least(self, "model.", 1, "patch_size", "blocks", "width", "attention_layers",
                         "heads")
-        schema.require(self.width % self.heads == 0, "model.width",
-                       f"must be a multiple of model.heads ({self.heads}); got {self.width}")
-        schema.require(self.mlp_width is None or self.mlp_width >= 1, "model.mlp_width",
-                       "must be at least 1")
+        check_attention_keys(self)
 
 
 class TarFlowBlock(Transform):
