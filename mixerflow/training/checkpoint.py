@@ -112,11 +112,13 @@ def upgrade_config_dict(tree: Any) -> Any:
     if not isinstance(tree, dict) or not isinstance(tree.get("model"), dict):
         return tree
     model = dict(tree["model"])
-    if "couplings" in model and "coupling_layers" not in model:
-        model["coupling_layers"] = model.pop("couplings")
     kind = model.get("kind")
-    if isinstance(kind, str) and kind in MODEL_KINDS:  # other kinds' keys were never read
-        own, every = model_keys(kind), model_keys()
+    known = isinstance(kind, str) and kind in MODEL_KINDS
+    own = model_keys(kind) if known else ()
+    if "couplings" in model and "coupling_layers" not in model and "couplings" not in own:
+        model["coupling_layers"] = model.pop("couplings")  # Jet's own `couplings` stays
+    if known:  # other kinds' keys were never read
+        every = model_keys()
         model = {k: v for k, v in model.items() if k in own or k not in every}
     return {**tree, "model": model}
 

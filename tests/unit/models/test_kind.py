@@ -1,6 +1,8 @@
 """The model section: each kind's own keys, and old configs that held every kind's keys."""
 
+import pytest
 
+from mixerflow.models.kind import MODEL_KINDS
 from mixerflow.training.config import config_from_dict, load_config
 
 
@@ -17,3 +19,14 @@ def test_each_model_kind_has_its_own_keys_and_old_configs_upgrade():
     del old["model"]["coupling_layers"]
     upgraded = config_from_dict(upgrade_config_dict(old))
     assert upgraded.model == MixerFlowConfig(coupling_layers=3)
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_a_config_of_today_upgrades_to_itself(kind):
+    """Today's saved configs pass the upgrade unchanged (Jet's own ``couplings`` is not the
+    old name of ``coupling_layers``)."""
+    from mixerflow.training.checkpoint import upgrade_config_dict
+
+    repeated = MODEL_KINDS[kind].config.REPEATED
+    cfg = load_config(None, [f"model.kind={kind}", f"model.{repeated}=7"])
+    assert config_from_dict(upgrade_config_dict(cfg.to_dict())) == cfg
