@@ -13,20 +13,35 @@ from mixerflow.transforms.preprocess import bits_per_dim
 EVAL_SEED = 12345  # fixed dequantization noise, so an evaluation can be repeated exactly
 
 
-@torch.no_grad()
 def evaluate_bpd(
     flow: ImageFlow, data: ImageSet, batch_size: int, seed: int = EVAL_SEED,
     world: Distributed | None = None, samples: int = 1,
 ) -> tuple[float, float]:
-    """Mean bits/dim over every image of ``data`` and its standard error (fresh noise).
+    """Mean bits/dim over every image of ``data`` and its standard error (fresh noise;
+    :func:`image_bpd` says which, and what ``samples`` does). Under torchrun each rank
+    takes every ``world_size``-th batch and the sums are all-reduced, giving the
+    single-process figure."""
+    world = world or Distributed()
+    bpd = image_bpd(flow, data, batch_size, seed, world, samples)
+    count, total, squares = world.sum([len(bpd), bpd.sum().item(), bpd.square().sum().item()])
+    mean = total / count
+    variance = max(squares - count * mean**2, 0.0) / (count - 1) if count > 1 else math.nan
+    return mean, math.sqrt(variance / count)
 
-    ``samples = K > 1``: each image's importance-weighted bound on ``K`` draws of the noise,
-    ``log mean_k p(x + u_k) / q(u_k | x)``, tighter than one draw's (Burda et al. 2016).
+
+@torch.no_grad()
+def image_bpd(
+    flow: ImageFlow, data: ImageSet, batch_size: int, seed: int = EVAL_SEED,
+    world: Distributed | None = None, samples: int = 1,
+) -> torch.Tensor:
+    """Bits/dim of each image of ``data`` this rank evaluates, float64 ``(N,)`` (every image,
+    in order, in one process).
 
     The noise of the batch starting at image ``i`` comes from seed ``seed + i``, so the
-    figure does not depend on how the batches are shared: under torchrun each rank takes
-    every ``world_size``-th batch and the sums are all-reduced, giving the single-process
-    figure.
+    values do not depend on how the batches are shared, and two models evaluated with one
+    seed see the same noise (a paired comparison). ``samples = K > 1``: each image's
+    importance-weighted bound on ``K`` draws of the noise,
+    ``log mean_k p(x + u_k) / q(u_k | x)``, tighter than one draw's (Burda et al. 2016).
     """
     world = world or Distributed()
     was_training = flow.training
@@ -41,8 +56,4 @@ def evaluate_bpd(
         log_p = torch.logsumexp(draws, 0) - math.log(samples)  # one draw: its log_prob, exactly
         values.append(bits_per_dim(log_p, flow.num_dims).double().cpu())
     flow.train(was_training)
-    bpd = torch.cat(values)
-    count, total, squares = world.sum([len(bpd), bpd.sum().item(), bpd.square().sum().item()])
-    mean = total / count
-    variance = max(squares - count * mean**2, 0.0) / (count - 1) if count > 1 else math.nan
-    return mean, math.sqrt(variance / count)
+    return torch.cat(values)

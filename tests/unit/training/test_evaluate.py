@@ -9,7 +9,7 @@ from flowcheck import perturb
 from mixerflow import load_config, load_splits
 from mixerflow.models import build_model
 from mixerflow.training import distributed
-from mixerflow.training.evaluate import EVAL_SEED, evaluate_bpd
+from mixerflow.training.evaluate import EVAL_SEED, evaluate_bpd, image_bpd
 from support import SMALL
 
 
@@ -49,3 +49,23 @@ def test_k_draws_give_the_importance_weighted_bound_by_hand():
     assert three == pytest.approx(by_hand.mean().item(), abs=1e-5)
     assert three < one
     assert one == pytest.approx(-(draws[0] / (64 * math.log(2))).mean().item(), abs=1e-6)
+
+
+def test_per_image_values_give_the_figure_and_pair_two_models():
+    """``image_bpd`` holds every image, in order, with the noise ``evaluate_bpd`` uses: their
+    mean and standard error are its figure, and a second evaluation repeats them exactly, so
+    two models evaluated with one seed and batch size are compared image by image."""
+    cfg = load_config(None, SMALL)
+    test = load_splits(cfg.data).test
+    flow = perturb(build_model(cfg.model, (1, 8, 8), 17), 0.05)
+    values = image_bpd(flow, test, 50)
+    mean, se = evaluate_bpd(flow, test, 50)
+    assert values.shape == (len(test),) and values.dtype == torch.float64
+    assert values.mean().item() == pytest.approx(mean, abs=1e-9)
+    assert values.std().item() / math.sqrt(len(test)) == pytest.approx(se, rel=1e-6)
+    first = test.images[:50]
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    with torch.no_grad():
+        by_hand = -flow.eval().log_prob(first, generator=generator).double() / (64 * math.log(2))
+    assert torch.allclose(values[:50], by_hand, atol=1e-6)
+    assert torch.equal(image_bpd(flow, test, 50), values)
