@@ -12,8 +12,12 @@ covers the test images and noise, not how a second training seed would differ.
 """
 
 import argparse
+import dataclasses
 import json
 import math
+import sys
+
+import torch
 
 from mixerflow.cli.common import splits_of
 from mixerflow.core.errors import UserError
@@ -21,7 +25,7 @@ from mixerflow.training.checkpoint import load_checkpoint
 from mixerflow.training.evaluate import image_bpd
 
 
-def mean_and_se(values) -> tuple[float, float]:
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
     """Mean of a float64 ``(N,)`` tensor and its standard error."""
     return values.mean().item(), values.std().item() / math.sqrt(len(values))
 
@@ -32,8 +36,10 @@ def main() -> None:
     parser.add_argument("--data-root")
     args = parser.parse_args()
     flows = [load_checkpoint(path) for path in args.checkpoints]
-    if flows[0].config.data != flows[1].config.data:
-        raise UserError("the two checkpoints were trained on different data settings")
+    data = [dataclasses.replace(flow.config.data, root=None) for flow in flows]  # moved: fine
+    if data[0] != data[1]:
+        raise UserError(f"{args.checkpoints[0]} and {args.checkpoints[1]} were trained on "
+                        f"different data settings")
     test = splits_of(flows[0].config.data, args, flows[0]).test
     batch_size = flows[0].config.train.eval_batch_size  # the noise of a batch: its start
     values = [image_bpd(flow, test, batch_size) for flow in flows]
@@ -48,4 +54,5 @@ if __name__ == "__main__":
     try:
         main()
     except UserError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
