@@ -7,6 +7,12 @@ from torch import nn
 from torch.nn import functional
 
 
+def mlp(features: int, hidden: int) -> nn.Sequential:
+    """``Linear(features, hidden) -> GELU -> Linear(hidden, features)``: a Transformer (or
+    MLP-Mixer) layer's MLP."""
+    return nn.Sequential(nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, features))
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention on ``(B, T, C)``; when ``causal``, each position sees itself
     and those before, else every position.
@@ -49,8 +55,7 @@ class AttentionLayer(nn.Module):
         self.attention_norm = nn.LayerNorm(width)
         self.attention = SelfAttention(width, heads, causal)
         self.mlp_norm = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.GELU(),
-                                 nn.Linear(mlp_width, width))
+        self.mlp = mlp(width, mlp_width)
 
     def forward(self, hidden: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         hidden = hidden + self.attention(self.attention_norm(hidden), cache)

@@ -5,10 +5,7 @@ across the ``T`` positions instead of attention."""
 import torch
 from torch import nn
 
-
-def mlp(features: int, hidden: int) -> nn.Sequential:
-    """``Linear(features, hidden) -> GELU -> Linear(hidden, features)``."""
-    return nn.Sequential(nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, features))
+from mixerflow.nn.attention import mlp
 
 
 class MixerLayer(nn.Module):
