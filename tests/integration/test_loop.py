@@ -111,7 +111,10 @@ def test_a_run_folder_in_use_refuses_a_second_training_and_a_stale_lock_is_taken
 def test_a_slow_model_under_a_time_budget_reaches_its_rate_and_warms_up_for_its_share(
         tmp_path, monkeypatch):
     """A step of 20 ms and a 3 s budget: about 150 steps, far fewer than warmup_steps. The
-    warm-up must end by warmup_fraction of the budget, not after warmup_steps."""
+    warm-up must end by warmup_fraction of the budget, not after warmup_steps. (The cosine
+    has already fallen to 0.994 of the rate at 5 % of the budget, and falls slowly there, so
+    a logged step landing a few steps past the peak still passes 0.97; at 10 % it would
+    not, and the test failed by timing jitter.)"""
     plain_call = TrainStep.__call__
 
     def slow_call(self, *args):
@@ -120,14 +123,14 @@ def test_a_slow_model_under_a_time_budget_reaches_its_rate_and_warms_up_for_its_
 
     monkeypatch.setattr(TrainStep, "__call__", slow_call)
     cfg, _ = run(tmp_path, "slow", "train.steps=1000000", "train.max_minutes=0.05",
-                 "train.warmup_steps=100000", "train.warmup_fraction=0.1", "train.log_every=1",
+                 "train.warmup_steps=100000", "train.warmup_fraction=0.05", "train.log_every=1",
                  "train.eval_every=1000000", "train.checkpoint_every=1000000")
     rates = [record["lr"] for record in map(json.loads, (tmp_path / "slow" / "metrics.jsonl")
                                             .open()) if "lr" in record]
     peak_step = rates.index(max(rates))
     assert len(rates) > 30
     assert max(rates) > 0.97 * cfg.train.lr
-    assert peak_step <= 0.1 * len(rates) + 2  # below its rate for at most its share
+    assert peak_step <= 0.05 * len(rates) + 2  # below its rate for at most its share
 
 
 def test_the_average_of_the_weights_is_reported_saved_and_loaded_beside_the_trained_ones(
