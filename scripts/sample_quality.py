@@ -25,7 +25,7 @@ import torch
 from scipy import linalg
 from torch import nn
 
-from mixerflow.cli.common import splits_of
+from mixerflow.cli.common import at_least, splits_of
 from mixerflow.core.errors import UserError
 from mixerflow.tools.sampling import draw_samples
 from mixerflow.training.checkpoint import load_checkpoint
@@ -110,8 +110,7 @@ def main() -> None:
         "--classifier", help="cache (default runs/sample_quality_<data>_<epochs>ep.pt)"
     )
     args = parser.parse_args()
-    if args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    at_least(args, 1, "epochs", "n")
 
     flows = {path: load_checkpoint(path) for path in args.checkpoints}
     data_cfg = flows[args.checkpoints[0]].config.data
@@ -119,10 +118,10 @@ def main() -> None:
     classes = int(splits.train.labels.max()) + 1
     default_cache = f"runs/sample_quality_{data_cfg.name}_{args.epochs}ep.pt"
     model = cached_classifier(Path(args.classifier or default_cache), splits, classes, args.epochs)
-    reference, _ = features(model, splits.test.images[:2000], splits.num_levels)
-    real, _ = features(model, splits.train.images[: args.n], splits.num_levels)
-    _, test_probs = features(model, splits.test.images, splits.num_levels)
+    test_features, test_probs = features(model, splits.test.images, splits.num_levels)
+    reference = test_features[:2000]
     accuracy = (test_probs.argmax(1) == splits.test.labels.numpy()).mean()
+    real, _ = features(model, splits.train.images[: args.n], splits.num_levels)
     print(
         json.dumps(
             {
