@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> None:
                      strict=True))
     out = common.report_folder(args.out, {"report.json", "report.md", "bpd_vs_time.png", "runs"})
     configs = compare.fair_configs(named, match_params=not args.no_match_params)
-    note = compare.recipe_note(configs)
-    if note:
-        print(note)
+    for note in (compare.recipe_note(configs), compare.conditioning_note(configs)):
+        if note:
+            print(note)
     configs = {name: compare.with_budget(cfg, args.minutes, args.steps)
                for name, cfg in configs.items()}
     seeds = common.numbers(args.seeds, int, "--seeds")

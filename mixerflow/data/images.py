@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mixerflow.core.errors import UserError
+
 SPLIT_NAMES = ("train", "test")  # what a data source provides; validation is cut from train
 
 
@@ -57,3 +59,25 @@ class Splits:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])
+
+    def class_count(self, data: str) -> int:
+        """``K``, the classes the labels number (``0 … K-1``, ``K`` one past the largest
+        training label): what a class-conditional model of the data (named ``data`` in
+        messages) is built for. A UserError where the training labels are not those of at
+        least two classes, or a validation or test label lies outside them."""
+        labels = self.train.labels
+        if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) < 1:
+            raise UserError(f"model.class_conditional: {data} has no labels of two or more "
+                            f"classes (labels 0, 1, …) to condition on")
+        count = int(labels.max()) + 1
+        for name, part in (("validation", self.val), ("test", self.test)):
+            require_labels(part.labels, count, f"{data}'s {name} split")
+        return count
+
+
+def require_labels(labels: torch.Tensor, num_classes: int, data: str) -> None:
+    """Labels (named ``data`` in the message) that a model of ``num_classes`` classes takes:
+    ``0 … num_classes-1``; else a UserError."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise UserError(f"{data} holds labels {int(labels.min())} … {int(labels.max())}; the "
+                        f"model knows classes 0 … {num_classes - 1}")

@@ -25,7 +25,7 @@ from mixerflow.core.errors import UserError
 from mixerflow.data.images import ImageSet
 from mixerflow.data.sampler import BatchSampler
 from mixerflow.experiments.counting import count_flops, count_ops, peak_flops_per_s
-from mixerflow.models.flow import build_model, count_parameters
+from mixerflow.models.flow import ImageFlow, build_model, count_parameters
 from mixerflow.models.kind import ModelConfig
 from mixerflow.nn.precision import uses_bf16
 from mixerflow.training.step import (
@@ -34,6 +34,15 @@ from mixerflow.training.step import (
     initialize_actnorm,
     make_optimizer,
 )
+
+BENCH_CLASSES = 10  # the random labels of a class-conditional model's batches
+
+
+def bench_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int]) -> ImageFlow:
+    """The flow a benchmark times: 8-bit images of ``image_shape``, ``BENCH_CLASSES`` classes
+    where the model is class-conditional."""
+    classes = BENCH_CLASSES if model_cfg.class_conditional else 0
+    return build_model(model_cfg, image_shape, 256, num_classes=classes)
 
 
 def measure_training(
@@ -54,25 +63,31 @@ def measure_training(
     Ops and FLOPs are counted on one step; with ``compile`` the first step's time is the
     compile time and the ops are those the compiled step still dispatches. Peak memory is
     the allocated CUDA memory on a GPU; on the CPU, the rise of the peak RSS above the RSS
-    after building the model (activations, gradients, Adam state).
+    after building the model (activations, gradients, Adam state). A class-conditional
+    model trains on random labels of ``BENCH_CLASSES`` classes.
     """
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = resolve_device(device_name)
-    flow = build_model(ModelConfig.from_mapping(model), image_shape, 256).to(device)
+    model_cfg = ModelConfig.from_mapping(model)
+    flow = bench_model(model_cfg, image_shape).to(device)
     images = torch.randint(0, 256, (4 * batch_size, *image_shape), dtype=torch.uint8)
-    batches = BatchSampler(images, batch_size, device, seed=0)
+    labels = torch.randint(0, max(flow.num_classes, 1), (len(images),))
+    batches = BatchSampler(images, batch_size, device, seed=0,
+                           labels=labels if flow.num_classes else None)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = current_rss_mb()
-    initialize_actnorm(flow, ImageSet(images, torch.zeros(len(images))), batch_size, device)
-    step = TrainStep(flow, make_optimizer(flow, 1e-4, 0.0), device=device, precision=precision)
+    initialize_actnorm(flow, ImageSet(images, labels), batch_size, device)
+    step = TrainStep(flow, make_optimizer(flow, 1e-4, 0.0), device=device, precision=precision,
+                     label_drop=model_cfg.drop_rate)
     index = iter(range(10**9))
 
     def one_step() -> torch.Tensor:
-        return step(batches(), next(index), 1e-4)
+        images, labels = batches()
+        return step(images, next(index), 1e-4, labels)
 
     flops_per_image = count_flops(one_step) / batch_size
     ops = eager_ops = count_ops(one_step)

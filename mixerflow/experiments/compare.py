@@ -20,7 +20,7 @@ import yaml
 
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import atomic_write_text
-from mixerflow.data.splits import image_shape_of
+from mixerflow.data.splits import image_shape_of, load_splits
 from mixerflow.models.flow import build_transform, count_parameters
 from mixerflow.models.sizing import match_width
 from mixerflow.training.config import Config
@@ -37,10 +37,14 @@ def fair_configs(configs: dict[str, Config], match_params: bool = True) -> dict[
     models = {name: cfg.model for name, cfg in configs.items()}
     if match_params:
         shape = image_shape_of(first.data)
+        classes = (load_splits(first.data).class_count(first.data.name)
+                   if any(model.class_conditional for model in models.values()) else 0)
         # the transforms' counts: a learned dequantizer is each model's own setting, and
         # match_width sizes the transform alone
-        target = count_parameters(build_transform(first.model, shape))
-        models = {name: model if name == first_name else match_width(model, shape, target)
+        target = count_parameters(build_transform(
+            first.model, shape, classes if first.model.class_conditional else 0))
+        models = {name: model if name == first_name else
+                  match_width(model, shape, target, classes)
                   for name, model in models.items()}
     return {name: dataclasses.replace(first, model=model) for name, model in models.items()}
 
@@ -54,6 +58,17 @@ def recipe_note(configs: dict[str, Config]) -> str | None:
     named = ", ".join(f"{name}: {recipe}" for name, recipe in recipes.items())
     return (f"note: the models dequantize differently ({named}), so their bits/dim differ by "
             "recipe as well as by model; model.dequantization=... sets one for all")
+
+
+def conditioning_note(configs: dict[str, Config]) -> str | None:
+    """A word where some models are class-conditional: their bits/dim are of ``p(x | y)``,
+    at most ``log2(K) / D`` below the ``p(x)`` of the same model's class mixture."""
+    conditional = [name for name, cfg in configs.items() if cfg.model.class_conditional]
+    if not conditional:
+        return None
+    return (f"note: {', '.join(conditional)} {'is' if len(conditional) == 1 else 'are'} "
+            "class-conditional: their bits/dim are of p(x | class), up to log2(classes) / "
+            "dimensions below a bits/dim of p(x) (mixerflow classify gives the mixture's)")
 
 
 def with_budget(cfg: Config, minutes: float | None, steps: int | None) -> Config:

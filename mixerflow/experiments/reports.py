@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 from mixerflow.core.files import atomic_copy, atomic_write, atomic_write_text
+from mixerflow.experiments.bench import bench_model
 from mixerflow.experiments.counting import flops_text
-from mixerflow.models.flow import build_model, count_parameters
+from mixerflow.models.flow import count_parameters
 from mixerflow.training.config import Config
 
 HEADLINE = ("mixerflow", "compiled", "bf16")  # the figure the campaign is run for
@@ -216,7 +217,7 @@ def summary_markdown(
         lines += ["Bench: [bench/report.md](bench/report.md)", ""]
     if "compare" in summary:
         lines += ["Comparison: [compare/report.md](compare/report.md)", ""]
-    params = ", ".join(f"{name} {count_parameters(build_model(cfg.model, shape, 256)):,}"
+    params = ", ".join(f"{name} {count_parameters(bench_model(cfg.model, shape)):,}"
                        for name, cfg in configs.items())
     lines += [f"Parameters: {params} (Glow's width matched to MixerFlow's parameter count, "
               f"hidden_channels {configs['glow'].model.hidden_channels}).", ""]

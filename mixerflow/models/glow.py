@@ -6,7 +6,10 @@ ActNorm -> invertible 1x1 convolution (LU) -> coupling with a conv conditioner
 its channels to the base (RealNVP multi-scale). With ``learned_prior`` (the published
 Glow) each split-off half gets a Gaussian whose mean and scale a zero-initialised conv
 computes from the half that stays, and the top level a learned per-channel Gaussian
-(``transforms/prior.py``); without it they go to ``N(0, 1)``. The latents are returned in the
+(``transforms/prior.py``); without it they go to ``N(0, 1)``. A class-conditional Glow
+(``num_classes``) gives each coupling's conditioner a learned class bias and ends the top
+level in the paper's class-conditional prior (:class:`ClassPrior`; its context is the
+labels, :mod:`mixerflow.nn.classes`). The latents are returned in the
 image's shape ``(B, C, H, W)``: the flat concatenation of the levels' outputs,
 level 1 first (``split_levels`` cuts them apart again).
 """
@@ -27,7 +30,7 @@ from mixerflow.models.kind import ImageTransform, ModelConfig, layer_index
 from mixerflow.nn.conditioners import ConditionerSpec
 from mixerflow.transforms.coupling import CouplingSpec, coupling_layer
 from mixerflow.transforms.flow_layer import FlowLayer
-from mixerflow.transforms.prior import LearnedTop, SplitPrior
+from mixerflow.transforms.prior import ClassPrior, LearnedTop, SplitPrior
 
 
 @dataclass
@@ -50,9 +53,11 @@ class GlowConfig(ModelConfig):
         super().validate()
         schema.at_least(self, "model.", 1, "levels", "steps_per_level", "hidden_channels")
 
-    def coupling_spec(self) -> CouplingSpec:
+    def coupling_spec(self, num_classes: int = 0) -> CouplingSpec:
+        """Every coupling of the model (class-conditional conditioners with ``num_classes``)."""
         return CouplingSpec(self.coupling, self.num_bins, self.tail_bound,
-                            ConditionerSpec("conv", self.hidden_channels))
+                            ConditionerSpec("conv", self.hidden_channels,
+                                            num_classes=num_classes))
 
 
 def glow_layer(channels: int, even: bool, coupling: CouplingSpec) -> FlowLayer:
@@ -71,9 +76,10 @@ class Glow(ImageTransform):
 
     LAYERS = "z, level:l"
     POOLS = ("none", "per_level")
+    CLASS_CONDITIONAL = True
 
     def __init__(self, image_shape: tuple[int, int, int], levels: int, steps_per_level: int,
-                 coupling: CouplingSpec, learned_prior: bool = False):
+                 coupling: CouplingSpec, learned_prior: bool = False, num_classes: int = 0):
         super().__init__()
         channels, height, width = image_shape
         side = 2**levels
@@ -90,16 +96,20 @@ class Glow(ImageTransform):
             shape = squeeze.get_output_shape(*shape)
             steps = [squeeze]
             steps += [glow_layer(shape[0], k % 2 == 0, coupling) for k in range(steps_per_level)]
+            last = level == levels - 1
             if learned_prior:
-                last = level == levels - 1
                 steps.append(LearnedTop(shape[0]) if last else SplitPrior(shape[0]))
+            if num_classes and last:
+                steps.append(ClassPrior(shape[0], num_classes))
             shape = self.multiscale.add_transform(CompositeTransform(steps), shape)
 
     @classmethod
-    def from_config(cls, cfg: GlowConfig, image_shape: tuple[int, int, int]) -> "Glow":
-        """The Glow ``cfg`` describes for images of ``image_shape``."""
-        return cls(image_shape, cfg.levels, cfg.steps_per_level, cfg.coupling_spec(),
-                   cfg.learned_prior)
+    def from_config(cls, cfg: GlowConfig, image_shape: tuple[int, int, int],
+                    num_classes: int = 0) -> "Glow":
+        """The Glow ``cfg`` describes for images of ``image_shape`` (of ``num_classes``
+        classes when class-conditional)."""
+        return cls(image_shape, cfg.levels, cfg.steps_per_level,
+                   cfg.coupling_spec(num_classes), cfg.learned_prior, num_classes)
 
     @property
     def level_shapes(self) -> list[tuple[int, int, int]]:
@@ -121,19 +131,20 @@ class Glow(ImageTransform):
         ]
 
     def forward(self, inputs, context=None):
-        outputs, logabsdet = self.multiscale(inputs)
+        outputs, logabsdet = self.multiscale(inputs, context)
         return outputs.reshape(inputs.shape), logabsdet
 
     def inverse(self, inputs, context=None):
-        return self.multiscale.inverse(inputs.reshape(inputs.shape[0], -1))
+        return self.multiscale.inverse(inputs.reshape(inputs.shape[0], -1), context)
 
-    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
+    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none",
+              context=None) -> torch.Tensor:
         """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the latents of every
         level (``layer="z"``) or of level ``l`` (``"level:l"``), flat (``none``) or each
         level's channels averaged over its positions (``per_level``: F = sum of C_l)."""
         self.check_pool(pool)
         chosen = None if layer == "z" else layer_index(layer, "level", len(self.level_shapes))
-        levels = self.split_levels(self(inputs)[0])
+        levels = self.split_levels(self(inputs, context)[0])
         if chosen is not None:
             levels = [levels[chosen - 1]]
         if pool == "per_level":

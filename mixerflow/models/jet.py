@@ -105,20 +105,25 @@ class Jet(BlockStack):
     def to_images(self, state: torch.Tensor) -> torch.Tensor:
         return self.patchify.inverse(state)[0]
 
+    CLASS_CONDITIONAL = True
+
     @classmethod
-    def from_config(cls, cfg: JetConfig, image_shape: tuple[int, int, int]) -> "Jet":
-        """The Jet ``cfg`` describes for images of ``image_shape``."""
+    def from_config(cls, cfg: JetConfig, image_shape: tuple[int, int, int],
+                    num_classes: int = 0) -> "Jet":
+        """The Jet ``cfg`` describes for images of ``image_shape`` (of ``num_classes``
+        classes when class-conditional)."""
         patchify = patches_for(image_shape, cfg.patch_size, "a Jet coupling")
         spatial = itertools.cycle(_names(cfg.spatial_patterns))
         couplings = [coupling(cfg, patchify, axis, index, next(spatial) if axis == "spatial"
-                              else None) for index, axis in enumerate(cfg.coupling_axes())]
+                              else None, num_classes)
+                     for index, axis in enumerate(cfg.coupling_axes())]
         return cls(couplings, patchify)
 
 
 def coupling(cfg: JetConfig, patchify: Patchify, axis: str, index: int,
-             pattern: str | None) -> TokenCoupling:
+             pattern: str | None, num_classes: int = 0) -> TokenCoupling:
     """Coupling ``index`` of ``cfg``: its split along ``axis`` (by ``pattern`` if spatial)
-    and its token network."""
+    and its token network (class-conditional with ``num_classes``)."""
     patches, features = patchify.num_patches, patchify.patch_dim
     if axis == "spatial":
         order, tokens, kept, net_in, net_out = (spatial_order(pattern, patchify.grid),
@@ -130,5 +135,5 @@ def coupling(cfg: JetConfig, patchify: Patchify, axis: str, index: int,
         order, tokens, kept = channel_order(features, index), patches, features // 2
         net_in, net_out = kept, features - kept
     net = TokenNet(net_in, 2 * net_out, tokens, cfg.width, cfg.depth, cfg.heads,
-                   cfg.mlp_width or 4 * cfg.width, cfg.token_mixing)
+                   cfg.mlp_width or 4 * cfg.width, cfg.token_mixing, num_classes)
     return TokenCoupling(axis, order, kept, net)

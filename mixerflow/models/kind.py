@@ -24,6 +24,8 @@ from mixerflow.core.errors import UserError
 from mixerflow.transforms.coupling import COUPLINGS
 from mixerflow.transforms.dequantization import DEQUANTIZATIONS
 
+DEFAULT_LABEL_DROP = 0.1  # TarFlow's share of unconditional steps for guidance
+
 
 @dataclass
 class ModelConfig:
@@ -38,6 +40,9 @@ class ModelConfig:
     dequantization: str = "uniform"  # uniform | variational (a learned q(u | x), Flow++)
     dequant_hidden: int = 16  # variational: the dequantizer's conv width …
     dequant_steps: int = 2  # … and its number of checkerboard couplings
+    class_conditional: bool = False  # p(x | class): labels as the conditioners' context
+    label_drop: float | None = None  # class-conditional: the share of labels replaced by the
+    # no-class token in training, so the model is unconditional too (None: 0.1)
 
     REPEATED: typing.ClassVar[str]  # the key that counts identical blocks
 
@@ -55,6 +60,20 @@ class ModelConfig:
         schema.require(0 <= self.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
         schema.choice(self.dequantization, "model.dequantization", DEQUANTIZATIONS)
         schema.at_least(self, "model.", 1, "dequant_hidden", "dequant_steps")
+        schema.require(not self.class_conditional or MODEL_KINDS[self.kind].transform
+                       .CLASS_CONDITIONAL, "model.class_conditional",
+                       f"model.kind {self.kind} has no class-conditional form")
+        schema.require(self.label_drop is None or self.class_conditional, "model.label_drop",
+                       "applies to class-conditional models only (model.class_conditional)")
+        schema.require(self.label_drop is None or 0 <= self.label_drop < 1, "model.label_drop",
+                       "must lie in [0, 1)")
+
+    @property
+    def drop_rate(self) -> float:
+        """The share of training labels replaced by the no-class token (0: unconditional)."""
+        if not self.class_conditional:
+            return 0.0
+        return DEFAULT_LABEL_DROP if self.label_drop is None else self.label_drop
 
     @classmethod
     def from_mapping(cls, values: Any, prefix: str = "model.") -> "ModelConfig":
@@ -99,18 +118,24 @@ class ImageTransform(Transform):
     (B,))``, ``inverse`` the reverse).
 
     ``LAYERS`` and ``POOLS`` name what :meth:`embed` takes, for help texts and messages.
+    A kind with ``CLASS_CONDITIONAL`` builds a class-conditional form
+    (``from_config(..., num_classes=K)``) whose ``forward``, ``inverse`` and ``embed`` take
+    class labels as their ``context`` (:mod:`mixerflow.nn.classes`).
     """
 
     LAYERS: typing.ClassVar[str] = "z"
     POOLS: typing.ClassVar[tuple[str, ...]] = ("none",)
+    CLASS_CONDITIONAL: typing.ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> "ImageTransform":
-        """The transform ``cfg`` describes for images of ``image_shape``."""
+        """The transform ``cfg`` describes for images of ``image_shape`` (a class-conditional
+        kind takes ``num_classes`` too)."""
         raise NotImplementedError
 
     def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
-        """Features ``(B, F)`` of logit-space images ``(B, C, H, W)`` at ``layer``."""
+        """Features ``(B, F)`` of logit-space images ``(B, C, H, W)`` at ``layer`` (a
+        class-conditional kind takes ``context`` too)."""
         raise NotImplementedError
 
     def compile_regions(self) -> list[nn.Module]:

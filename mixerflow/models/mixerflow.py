@@ -46,7 +46,7 @@ class MixerFlowConfig(ModelConfig):
     linear: str = "lu"  # lu | permutation
     shift: bool = True
     position_context: bool = False  # on in the shipped data-set configs: coherent samples
-    context_features: int = 8
+    context_features: int = 8  # width of the position and class embeddings
 
     REPEATED = "blocks"
 
@@ -64,16 +64,16 @@ class MixerFlowConfig(ModelConfig):
         schema.at_least(self, "model.", 1, "patch_size", "blocks", "channel_hidden",
                         "patch_hidden", "coupling_layers", "context_features", "kan_grid")
 
-    @property
-    def row_context(self) -> int:
-        """Features of the position embedding each row gets (0: none)."""
-        return self.context_features if self.position_context else 0
+    def row_context(self, num_classes: int = 0) -> int:
+        """Features of the context each row's conditioners get: a position embedding, a
+        class embedding (with ``num_classes``) or their sum (0: none)."""
+        return self.context_features if self.position_context or num_classes else 0
 
-    def coupling_spec(self) -> CouplingSpec:
+    def coupling_spec(self, num_classes: int = 0) -> CouplingSpec:
         """Every coupling of the model (the channel-mixing width; patch mixing changes it)."""
         return CouplingSpec(self.coupling, self.num_bins, self.tail_bound, ConditionerSpec(
-            self.conditioner, self.channel_hidden, self.hidden_layers, self.row_context,
-            self.kan_grid))
+            self.conditioner, self.channel_hidden, self.hidden_layers,
+            self.row_context(num_classes), self.kan_grid))
 
 
 class MixerBlock(Transform):
@@ -103,26 +103,34 @@ class MixerBlock(Transform):
         return images if self.shift is None else self.shift.inverse(images)[0]
 
     def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        patches, channel_logdet = self.channel_mixing(self._to_patches(inputs))
-        columns, patch_logdet = self.patch_mixing(patches.transpose(1, 2))
+        patches, channel_logdet = self.channel_mixing(self._to_patches(inputs), context)
+        columns, patch_logdet = self.patch_mixing(patches.transpose(1, 2), context)
         return self._to_images(columns.transpose(1, 2)), channel_logdet + patch_logdet
 
     def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        columns, patch_logdet = self.patch_mixing.inverse(self._to_patches(inputs).transpose(1, 2))
-        patches, channel_logdet = self.channel_mixing.inverse(columns.transpose(1, 2))
+        columns, patch_logdet = self.patch_mixing.inverse(
+            self._to_patches(inputs).transpose(1, 2), context)
+        patches, channel_logdet = self.channel_mixing.inverse(columns.transpose(1, 2), context)
         return self._to_images(patches), patch_logdet + channel_logdet
 
 
 class MixerFlow(BlockStack):
     """A stack of :class:`MixerBlock` s on ``(B, C, H, W)``; ``blocks[k]`` is block ``k``."""
 
+    CLASS_CONDITIONAL = True
+
     @classmethod
-    def from_config(cls, cfg: MixerFlowConfig, image_shape: tuple[int, int, int]) -> "MixerFlow":
-        """The MixerFlow ``cfg`` describes for images of ``image_shape``."""
+    def from_config(cls, cfg: MixerFlowConfig, image_shape: tuple[int, int, int],
+                    num_classes: int = 0) -> "MixerFlow":
+        """The MixerFlow ``cfg`` describes for images of ``image_shape`` (of ``num_classes``
+        classes when class-conditional: a class embedding joins each row's context)."""
         patchify = patches_for(image_shape, cfg.patch_size, "patch mixing")
         if patchify.patch_dim < 2:
             raise UserError("patches hold a single value; use a patch_size of at least 2")
-        spec, context = cfg.coupling_spec(), cfg.row_context
+        spec, context = cfg.coupling_spec(num_classes), cfg.row_context(num_classes)
+
+        def rowwise(layer: Transform, rows: int) -> RowWise:
+            return RowWise(layer, rows, context, cfg.position_context, num_classes)
 
         def channel_layer() -> Transform:
             if cfg.channel_mixing == "maf":
@@ -138,8 +146,8 @@ class MixerFlow(BlockStack):
         blocks = [  # built in this order: the random initialisation follows it
             MixerBlock(
                 patchify,
-                channel_mixing=RowWise(channel_layer(), patchify.num_patches, context),
-                patch_mixing=RowWise(patch_layer(), patchify.patch_dim, context),
+                channel_mixing=rowwise(channel_layer(), patchify.num_patches),
+                patch_mixing=rowwise(patch_layer(), patchify.patch_dim),
                 shift=Shift(cfg.patch_size // 2) if cfg.shift and k % 2 == 1 else None,
             )
             for k in range(cfg.blocks)

@@ -12,13 +12,15 @@ from mixerflow.models.kind import ModelConfig
 
 
 def match_width(model_cfg: ModelConfig, image_shape: tuple[int, int, int],
-                num_params: int) -> ModelConfig:
+                num_params: int, num_classes: int = 0) -> ModelConfig:
     """A copy of ``model_cfg`` whose width (its kind's ``with_width`` knob) gives the parameter
-    count closest to ``num_params``; depth and structure unchanged."""
+    count closest to ``num_params`` (class-conditional on ``num_classes`` classes where the
+    config is); depth and structure unchanged."""
+    classes = num_classes if model_cfg.class_conditional else 0
 
     def params(knob: int) -> int:
         return count_parameters(build_transform(
-            model_cfg.with_width(knob), image_shape))
+            model_cfg.with_width(knob), image_shape, classes))
 
     if params(1) > num_params:
         raise UserError(

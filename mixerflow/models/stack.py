@@ -51,7 +51,7 @@ class BlockStack(ImageTransform):
         logabsdet = inputs.new_zeros(inputs.shape[0])
         state = self.to_state(inputs)
         for block in self.blocks:
-            state, block_logdet = block(state)
+            state, block_logdet = block(state, context)
             logabsdet = logabsdet + block_logdet
         return self.to_images(state), logabsdet
 
@@ -59,7 +59,7 @@ class BlockStack(ImageTransform):
         logabsdet = inputs.new_zeros(inputs.shape[0])
         state = self.to_state(inputs)
         for block in reversed(self.blocks):
-            state, block_logdet = block.inverse(state)
+            state, block_logdet = block.inverse(state, context)
             logabsdet = logabsdet + block_logdet
         return self.to_images(state), logabsdet
 
@@ -67,7 +67,8 @@ class BlockStack(ImageTransform):
         """The modules to compile one by one: the blocks (blocks of one structure share code)."""
         return list(self.blocks)
 
-    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none") -> torch.Tensor:
+    def embed(self, inputs: torch.Tensor, layer: str = "z", pool: str = "none",
+              context=None) -> torch.Tensor:
         """Features ``(B, F)`` of logit-space images ``(B, C, H, W)``: the state after block
         ``k`` (``layer="block:k"``; ``"z"`` is the last block's output, the latent), flat
         (``none``: F = C·H·W) or averaged over patches (F = D) or over a patch's values (F = S).
@@ -75,7 +76,7 @@ class BlockStack(ImageTransform):
         self.check_pool(pool)
         state = self.to_state(inputs)
         for block in self.blocks[: layer_index(layer, "block", len(self.blocks))]:
-            state, _ = block(state)
+            state, _ = block(state, context)
         state = self.to_images(state)
         if pool == "none":
             return state.reshape(state.shape[0], -1)

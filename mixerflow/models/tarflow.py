@@ -63,26 +63,31 @@ class TarFlowBlock(Transform):
         return patches.flip(1) if self.reverse else patches
 
     def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        patches, logabsdet = self.autoregressive(self._ordered(self.patchify(inputs)[0]))
+        patches, logabsdet = self.autoregressive(self._ordered(self.patchify(inputs)[0]),
+                                                 context)
         return self.patchify.inverse(self._ordered(patches))[0], logabsdet
 
     def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         patches, logabsdet = self.autoregressive.inverse(
-            self._ordered(self.patchify(inputs)[0]))
+            self._ordered(self.patchify(inputs)[0]), context)
         return self.patchify.inverse(self._ordered(patches))[0], logabsdet
 
 
 class TarFlow(BlockStack):
     """A stack of :class:`TarFlowBlock` s, alternating direction; ``blocks[k]`` is block ``k``."""
 
+    CLASS_CONDITIONAL = True
+
     @classmethod
-    def from_config(cls, cfg: TarFlowConfig, image_shape: tuple[int, int, int]) -> "TarFlow":
-        """The attention flow ``cfg`` describes for images of ``image_shape``."""
+    def from_config(cls, cfg: TarFlowConfig, image_shape: tuple[int, int, int],
+                    num_classes: int = 0) -> "TarFlow":
+        """The attention flow ``cfg`` describes for images of ``image_shape`` (of
+        ``num_classes`` classes when class-conditional)."""
         patchify = patches_for(image_shape, cfg.patch_size, "attention")
         blocks = [
             TarFlowBlock(patchify, AutoregressiveAffine(
                 patchify.patch_dim, patchify.num_patches, cfg.width, cfg.attention_layers,
-                cfg.heads, cfg.mlp_width), reverse=k % 2 == 1)
+                cfg.heads, cfg.mlp_width, num_classes), reverse=k % 2 == 1)
             for k in range(cfg.blocks)
         ]
         return cls(blocks, patchify)

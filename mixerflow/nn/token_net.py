@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mixerflow.nn.attention import AttentionLayer
+from mixerflow.nn.classes import ClassEmbedding
 from mixerflow.nn.mixer import MixerLayer
 
 TOKEN_MIXINGS = ("attention", "mlp")
@@ -37,15 +38,19 @@ def mixer_widths(width: int, tokens: int, mlp_width: int) -> tuple[int, int]:
 class TokenNet(nn.Module):
     """``(B, tokens, in_features) -> (B, tokens, out_features)`` through ``depth`` layers of
     ``mixing`` (``attention``: bidirectional multi-head attention of ``heads``; ``mlp``:
-    MLP-Mixer layers of the same parameter count), each with an MLP of ``mlp_width``."""
+    MLP-Mixer layers of the same parameter count), each with an MLP of ``mlp_width``. With
+    ``num_classes`` it takes class labels ``(B,)`` (:mod:`mixerflow.nn.classes`), whose
+    learned embedding is added to every token's."""
 
     def __init__(self, in_features: int, out_features: int, tokens: int, width: int, depth: int,
-                 heads: int, mlp_width: int, mixing: str = "attention"):
+                 heads: int, mlp_width: int, mixing: str = "attention", num_classes: int = 0):
         super().__init__()
         if mixing not in TOKEN_MIXINGS:
             raise ValueError(f"token mixing {mixing!r} is not one of {TOKEN_MIXINGS}")
         self.embed_in = nn.Linear(in_features, width)
         self.position = nn.Parameter(torch.randn(tokens, width) / width**0.5)
+        self.classes = (ClassEmbedding(num_classes, width, std=width**-0.5)
+                        if num_classes else None)
         if mixing == "attention":
             layers = [AttentionLayer(width, heads, mlp_width, causal=False) for _ in range(depth)]
         else:
@@ -57,8 +62,10 @@ class TokenNet(nn.Module):
         nn.init.zeros_(self.embed_out.weight)
         nn.init.zeros_(self.embed_out.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.embed_in(tokens) + self.position
+        if self.classes is not None:
+            hidden = hidden + self.classes(labels)[:, None, :]
         for layer in self.layers:
             hidden = layer(hidden)
         return self.embed_out(self.norm(hidden))

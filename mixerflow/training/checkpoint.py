@@ -25,6 +25,7 @@ def save_checkpoint(path: Path, flow: ImageFlow, cfg: Config, **training_state: 
         "config": cfg.to_dict(),
         "image_shape": list(flow.image_shape),
         "num_levels": flow.num_levels,
+        "num_classes": flow.num_classes,
         "model": flow.state_dict(),
         **training_state,
     }
@@ -90,7 +91,11 @@ def flow_from_checkpoint(payload: dict[str, Any], path: str | Path,
     except UserError as err:
         raise UserError(f"checkpoint {str(path)!r} holds a config that does not load: "
                         f"{err}") from None
-    flow = build_model(cfg.model, tuple(shape), levels, cfg.data.permute_pixels)
+    classes = payload.get("num_classes", 0)  # absent from checkpoints before issue 24
+    if type(classes) is not int or (classes > 0) != cfg.model.class_conditional or classes == 1:
+        raise UserError(f"checkpoint {str(path)!r} is damaged: num_classes {classes!r} does "
+                        f"not fit model.class_conditional {cfg.model.class_conditional}")
+    flow = build_model(cfg.model, tuple(shape), levels, cfg.data.permute_pixels, classes)
     state = payload["model"]
     if averaged and "ema_model" in payload:
         state = payload["ema_model"]

@@ -42,6 +42,7 @@ def image_bpd(
     seed see the same noise (a paired comparison). ``samples = K > 1``: each image's
     importance-weighted bound on ``K`` draws of the noise,
     ``log mean_k p(x + u_k) / q(u_k | x)``, tighter than one draw's (Burda et al. 2016).
+    A class-conditional flow is evaluated given each image's label: ``p(x | y)``.
     """
     world = world or Distributed()
     was_training = flow.training
@@ -51,8 +52,10 @@ def image_bpd(
     starts = range(0, len(data), batch_size)
     for start in starts[world.rank :: world.world_size]:
         batch = data.images[start : start + batch_size].to(device)
+        labels = data.labels[start : start + batch_size] if flow.num_classes else None
         generator = torch.Generator().manual_seed(seed + start)
-        draws = torch.stack([flow.log_prob(batch, generator=generator) for _ in range(samples)])
+        draws = torch.stack([flow.log_prob(batch, generator=generator, labels=labels)
+                             for _ in range(samples)])
         log_p = torch.logsumexp(draws, 0) - math.log(samples)  # one draw: its log_prob, exactly
         values.append(bits_per_dim(log_p, flow.num_dims).double().cpu())
     flow.train(was_training)

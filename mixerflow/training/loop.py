@@ -171,7 +171,8 @@ class Run:
         (the device's queued work counts). Every rank then agrees on the stop and the clock."""
         progress, started = self.progress, time.perf_counter()
         lr = learning_rate(self.cfg, progress.step, progress.elapsed) * progress.lr_scale
-        loss = self.step(self.batches(), progress.step, lr)
+        images, labels = self.batches()
+        loss = self.step(images, progress.step, lr, labels)
         if self.is_due(self.cfg.train.log_every, progress.step + 1):
             self.synchronize(progress.step + 1)
         spent = time.perf_counter() - started

@@ -13,7 +13,7 @@ import torch
 from mixerflow.core.device import require_memory
 from mixerflow.core.errors import UserError
 from mixerflow.core.files import claimable_folder, is_temporary, not_an_input, output_path
-from mixerflow.data.images import Splits
+from mixerflow.data.images import Splits, require_labels
 from mixerflow.data.sampler import BatchSampler
 from mixerflow.data.sources import data_folders
 from mixerflow.models.flow import ImageFlow, build_model
@@ -158,6 +158,10 @@ def start(cfg: Config, splits: Splits, world: Distributed, payload: dict | None 
     flow, saved_cfg = flow_from_checkpoint(payload, path)
     _check_same_run(cfg, saved_cfg, path)
     flow.require_images(splits.image_shape, splits.num_levels, cfg.data.name)
+    for name, part in (("train", splits.train), ("validation", splits.val),
+                       ("test", splits.test)):
+        if flow.num_classes:
+            require_labels(part.labels, flow.num_classes, f"{cfg.data.name}'s {name} split")
     started = _with_optimiser(cfg, flow.to(world.device), splits, world)
     try:
         started.step.optimizer.load_state_dict(payload["optimizer"])
@@ -219,11 +223,16 @@ def _check_batches_fit(cfg: Config, splits: Splits, device: torch.device) -> Non
                        f"lower train.{key}")
 
 
+def class_count(cfg: Config, splits: Splits) -> int:
+    """The classes a model of ``cfg`` conditions on (0: an unconditional model)."""
+    return splits.class_count(cfg.data.name) if cfg.model.class_conditional else 0
+
+
 def _fresh_model(cfg: Config, splits: Splits, device: torch.device) -> ImageFlow:
     """Every rank initialises from the same images; DDP then broadcasts rank 0's."""
     check_model_fits(cfg.model, splits.image_shape, device)
     flow = build_model(cfg.model, splits.image_shape, splits.num_levels,
-                       cfg.data.permute_pixels).to(device)
+                       cfg.data.permute_pixels, class_count(cfg, splits)).to(device)
     initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
     return flow
 
@@ -234,9 +243,10 @@ def _with_optimiser(cfg: Config, flow: ImageFlow, splits: Splits, world: Distrib
     inject = (t.inject_nan_every, t.inject_nan_steps) if t.inject_nan_every else None
     step = TrainStep(flow, optimizer, device=world.device, precision=t.precision,
                      grad_clip=t.grad_clip, compile=t.compile, seed=t.seed, world=world,
-                     ema=t.ema, inject_nan=inject)
+                     ema=t.ema, label_drop=cfg.model.drop_rate, inject_nan=inject)
+    labels = splits.train.labels if flow.num_classes else None
     batches = BatchSampler(splits.train.images, t.batch_size, world.device, seed=t.seed + 1,
-                           part=world.part)
+                           part=world.part, labels=labels)
     return Start(flow, step, batches, Progress())
 
 

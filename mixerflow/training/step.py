@@ -91,12 +91,27 @@ class LogBound(nn.Module):
         super().__init__()
         self.flow = flow
 
-    def forward(self, images: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
-        return self.flow.log_bound(images, u0)
+    def forward(self, images: torch.Tensor, u0: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.flow.log_bound(images, u0, labels)
+
+
+def drop_labels(labels: torch.Tensor, rate: float, no_class: int, generator: torch.Generator,
+                part: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """``labels (B,)`` with a share ``rate`` replaced by ``no_class``, drawn by ``generator``
+    for the whole global batch of which ``labels`` are part ``part`` (as
+    :func:`~mixerflow.transforms.preprocess.uniform_noise` draws the noise)."""
+    index, parts = part
+    count = len(labels)
+    draws = torch.rand(parts * count, generator=generator, device=generator.device)
+    dropped = draws[index * count : (index + 1) * count].to(labels.device) < rate
+    return torch.where(dropped, no_class, labels)
 
 
 class TrainStep:
-    """``step(images, index, lr) -> loss``: one optimizer step on uint8 ``images (B, C, H, W)``.
+    """``step(images, index, lr, labels) -> loss``: one optimizer step on uint8 ``images (B,
+    C, H, W)`` (and, for a class-conditional flow, their ``labels (B,)``, a share
+    ``label_drop`` of them replaced by the no-class token).
 
     ``loss`` is the batch's mean bits/dim as a 0-dim device tensor (not synchronised).
     ``grad_norm`` holds the last step's gradient norm before clipping. With ``ema`` (a
@@ -120,9 +135,11 @@ class TrainStep:
         seed: int = 0,
         world: Distributed | None = None,
         ema: float | None = None,
+        label_drop: float = 0.0,
         inject_nan: tuple[int, int] | None = None,
     ):
         self.flow, self.optimizer, self.device = flow, optimizer, device
+        self.label_drop = label_drop
         self.inject_nan = inject_nan  # debugging: (every, run) -> non-finite losses
         self.precision, self.grad_clip = precision, grad_clip
         self.world = world or Distributed(device=device)
@@ -141,15 +158,22 @@ class TrainStep:
                 self.density, device_ids=[device] if device.type == "cuda" else None,
                 gradient_as_bucket_view=True, **SYNC_BUFFERS_ONCE)
 
-    def __call__(self, images: torch.Tensor, index: int, lr: float) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, index: int, lr: float,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        if (labels is not None) != bool(self.flow.num_classes):
+            raise ValueError("a class-conditional flow trains on labels, and only it does")
         self.flow.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with record_function(OBJECTIVE_RANGE):
             u0 = uniform_noise(images, self.noise, self.world.part)
+            if labels is not None and self.label_drop:
+                labels = drop_labels(labels, self.label_drop, self.flow.num_classes,
+                                     self.noise, self.world.part)
             with autocast_for(self.device, self.precision):
-                loss = bits_per_dim(self.density(images, u0), self.flow.num_dims).mean()
+                log_bound = self.density(images, u0, labels)
+                loss = bits_per_dim(log_bound, self.flow.num_dims).mean()
             if self.inject_nan and index % self.inject_nan[0] >= self.inject_nan[0] - \
                     self.inject_nan[1]:
                 loss = loss * math.nan
@@ -183,7 +207,9 @@ class TrainStep:
 
 @torch.no_grad()
 def initialize_actnorm(flow: ImageFlow, data: ImageSet, size: int, device) -> None:
-    """ActNorm data-dependent init: one training-mode forward pass on ``size`` images."""
+    """ActNorm data-dependent init: one training-mode forward pass on ``size`` images (with
+    their labels, for a class-conditional flow)."""
     idx = torch.randperm(len(data))[:size]
     flow.train()
-    flow.bpd(data.images[idx].to(device))
+    labels = data.labels[idx] if flow.num_classes else None
+    flow.bpd(data.images[idx].to(device), labels=labels)

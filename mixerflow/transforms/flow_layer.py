@@ -31,6 +31,7 @@ from nflows.transforms.permutations import RandomPermutation
 from nflows.utils.torchutils import sum_except_batch
 from torch.nn import functional as F
 
+from mixerflow.nn.classes import guide, unguided
 from mixerflow.nn.precision import float32_region
 from mixerflow.transforms.coupling import (
     BoundedAffineCoupling,
@@ -54,7 +55,8 @@ class FlowLayer(CompositeTransform):
     ``feature_dim=-1``: inputs ``(..., D)``, e.g. MixerFlow's rows ``(B, R, D)``, with a
     conditioner context that broadcasts against them (``(R, ctx)``). ``feature_dim=1``:
     images ``(B, D, H, W)`` (Glow's channels, 1x1 convolution). The couplings' masks must
-    be two complementary halves, used in any order.
+    be two complementary halves, used in any order. A :class:`~mixerflow.nn.classes.Guided`
+    context guides every coupling's parameters.
     """
 
     def __init__(
@@ -233,7 +235,7 @@ class FlowLayer(CompositeTransform):
     def _couple(self, coupling, updated, given, context, inverse: bool):
         """One coupling: ``updated`` half mapped given the ``given`` half; ``(values, per-element
         log-dets or None)``."""
-        params = coupling.transform_net(given, context)
+        params = guide(coupling.transform_net(given, unguided(context)), context)
         count = updated.shape[self.feature_dim]
         if isinstance(coupling, PiecewiseRationalQuadraticCouplingTransform):
             if self.feature_dim == -1:

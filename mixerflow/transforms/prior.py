@@ -13,6 +13,7 @@ import torch
 from nflows.transforms.base import Transform
 from torch import nn
 
+from mixerflow.nn.classes import ClassEmbedding, guide
 from mixerflow.nn.precision import to_float32
 
 
@@ -65,3 +66,25 @@ class LearnedTop(Transform):
 
     def inverse(self, inputs, context=None):
         return _standardize(inputs, self.mean, self.log_scale, inverse=True)
+
+
+class ClassPrior(Transform):
+    """``(B, C, H, W) -> (B, C, H, W)``: the top level's latents standardised by a mean and
+    log-scale per channel that a learned table gives each class (the class-conditional prior
+    of the Glow paper, ``openai/glow``'s ``ycond``); zero at the start (the identity). Its
+    context is class labels; a guided context guides the mean and log-scale."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.classes = ClassEmbedding(num_classes, 2 * channels, std=0.0)
+
+    def _mean_and_log_scale(self, context) -> tuple[torch.Tensor, torch.Tensor]:
+        params = guide(self.classes(context), context)[:, :, None, None]
+        mean, log_scale = params.chunk(2, dim=1)
+        return mean, log_scale
+
+    def forward(self, inputs, context=None):
+        return _standardize(inputs, *self._mean_and_log_scale(context), inverse=False)
+
+    def inverse(self, inputs, context=None):
+        return _standardize(inputs, *self._mean_and_log_scale(context), inverse=True)

@@ -14,6 +14,7 @@ from nflows.transforms.base import Transform
 from torch import nn
 from torch.nn import functional
 
+from mixerflow.nn.classes import guide, unguided
 from mixerflow.nn.precision import to_float32
 
 AXES = {"channels": 2, "spatial": 1}  # which axis of (B, S, D) a coupling splits
@@ -23,7 +24,8 @@ class TokenCoupling(Transform):
     """Split ``(B, S, D)`` along ``axis`` (``channels``: the ``D`` values of every patch;
     ``spatial``: the ``S`` patches) after reordering it by ``order``: the first ``kept``
     positions condition the rest. ``net`` maps the kept part ``(B, S₁, D₁)`` to ``(B, S₁,
-    2·D₂)`` (shift and scale of each updated value; for a spatial split ``S₁ = S₂``)."""
+    2·D₂)`` (shift and scale of each updated value; for a spatial split ``S₁ = S₂``) given the
+    transform's context (class labels, or None; :mod:`mixerflow.nn.classes`)."""
 
     def __init__(self, axis: str, order: torch.Tensor, kept: int, net: nn.Module):
         super().__init__()
@@ -44,8 +46,10 @@ class TokenCoupling(Transform):
     def _merge(self, kept: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
         return torch.cat([kept, updated], dim=self.axis).index_select(self.axis, self.restore)
 
-    def _shift_and_raw_scale(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shift, raw_scale = to_float32(self.net(kept)).chunk(2, dim=2)  # each like the update
+    def _shift_and_raw_scale(self, kept: torch.Tensor, context
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = guide(to_float32(self.net(kept, unguided(context))), context)
+        shift, raw_scale = raw.chunk(2, dim=2)  # each like the update
         return shift, raw_scale
 
     def _logabsdet(self, raw_scale: torch.Tensor) -> torch.Tensor:
@@ -53,12 +57,12 @@ class TokenCoupling(Transform):
 
     def forward(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         kept, updated = self._split(inputs)
-        shift, raw_scale = self._shift_and_raw_scale(kept)
+        shift, raw_scale = self._shift_and_raw_scale(kept, context)
         updated = (updated + shift) * (2.0 * torch.sigmoid(raw_scale))
         return self._merge(kept, updated), self._logabsdet(raw_scale)
 
     def inverse(self, inputs: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         kept, updated = self._split(inputs)
-        shift, raw_scale = self._shift_and_raw_scale(kept)
+        shift, raw_scale = self._shift_and_raw_scale(kept, context)
         updated = updated / (2.0 * torch.sigmoid(raw_scale)) - shift
         return self._merge(kept, updated), -self._logabsdet(raw_scale)

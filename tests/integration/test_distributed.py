@@ -35,12 +35,15 @@ QUICKSTART = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--no-progr
 
 
 # the SMALL run as it is, with the learned dequantizer and the weights' average (which every
-# rank must agree on too), and with Jet's couplings in place of the MixerFlow
+# rank must agree on too), with Jet's couplings in place of the MixerFlow, and
+# class-conditional with labels dropped (every rank must drop the same ones)
 JET = ["model.kind=jet", "model.patch_size=2", "model.couplings=3",
        "model.pattern=channels,spatial", "model.width=16", "model.heads=2"]
 RECIPES = {"plain": SMALL,
            "variational+ema": [*SMALL, "model.dequantization=variational", "train.ema=0.5"],
-           "jet": [*(o for o in SMALL if not o.startswith("model.")), *JET]}
+           "jet": [*(o for o in SMALL if not o.startswith("model.")), *JET],
+           "class-conditional": [*SMALL, "model.class_conditional=true",
+                                 "model.label_drop=0.3"]}
 
 
 def train_a_few_steps(out: Path, recipe: str = "plain", steps: int = 4) -> None:
@@ -51,13 +54,16 @@ def train_a_few_steps(out: Path, recipe: str = "plain", steps: int = 4) -> None:
     world = distributed.setup("cpu")
     torch.manual_seed(0)
     splits = load_splits(cfg.data)
-    flow = build_model(cfg.model, splits.image_shape, splits.num_levels)
+    classes = splits.class_count("digits") if cfg.model.class_conditional else 0
+    flow = build_model(cfg.model, splits.image_shape, splits.num_levels, num_classes=classes)
     initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, "cpu")
     step = TrainStep(flow, make_optimizer(flow, 2e-3, 0.0), device=world.device, world=world,
-                     ema=cfg.train.ema)
-    batches = BatchSampler(splits.train.images, 64, world.device, seed=1, part=world.part)
+                     ema=cfg.train.ema, label_drop=cfg.model.drop_rate)
+    batches = BatchSampler(splits.train.images, 64, world.device, seed=1, part=world.part,
+                           labels=splits.train.labels if classes else None)
     for index in range(steps):
-        step(batches(), index, 2e-3)
+        images, labels = batches()
+        step(images, index, 2e-3, labels)
     bpd, se = evaluate_bpd(flow, splits.test, 50, world=world)
     average = step.average.module.state_dict() if step.average else {}
     if world.is_main:
@@ -86,13 +92,18 @@ def test_two_ranks_take_the_steps_of_one_process_and_evaluate_alike(tmp_path, re
     for part in ("model", "average"):
         for key, value in one[part].items():
             torch.testing.assert_close(two[part][key], value, rtol=0, atol=1e-5, msg=key)
-    changed = build_model(load_config(None, RECIPES[recipe]).model, (1, 8, 8),
-                          17).state_dict()
+    cfg = load_config(None, RECIPES[recipe])
+    torch.manual_seed(0)  # the start of train_a_few_steps
+    changed = build_model(cfg.model, (1, 8, 8), 17,
+                          num_classes=10 if cfg.model.class_conditional else 0).state_dict()
     assert any(not torch.equal(changed[k], v) for k, v in one["model"].items() if "weight" in k)
     if recipe == "variational+ema":  # the dequantizer trained, and the average is one
         assert any(k.startswith("dequantizer.") and not torch.equal(changed[k], v)
                    for k, v in one["model"].items())
         assert any(not torch.equal(one["average"][k], v) for k, v in one["model"].items())
+    if recipe == "class-conditional":  # the class embeddings trained
+        assert any("classes" in k and not torch.equal(changed[k], v)
+                   for k, v in one["model"].items())
     assert abs(two["bpd"] - one["bpd"]) < 1e-6 and abs(two["se"] - one["se"]) < 1e-6
 
 

@@ -24,29 +24,40 @@ STEPPED = {  # the tiny models, wide enough for the bf16 and compiled-step check
     "jet": [*TINY["jet"], "model.patch_size=2", "model.width=16"],
     "jet-mlp": [*TINY["jet"], "model.patch_size=2", "model.width=16", "model.token_mixing=mlp"],
 }
+CONDITIONAL = ["model.class_conditional=true", "model.label_drop=0.5"]
+STEPPED |= {f"{kind}|classes": [*STEPPED[kind], *CONDITIONAL]  # the class-conditional paths
+            for kind in ("mixerflow", "glow", "tarflow", "jet")}
+STEPPED["mixerflow|classes-only"] = [  # class context without positions
+    *TINY["mixerflow"], "model.patch_size=2", *CONDITIONAL]
+CLASSES = 3
 
 
 def trained_like(kind: str, seed: int = 0, device: torch.device = CPU):
     """A tiny model on ``device`` off its identity initialisation (ActNorm set, weights
-    perturbed), and a batch of 17-level 8x8 images there."""
+    perturbed), a batch of 17-level 8x8 images there and, for a class-conditional model,
+    their labels of ``CLASSES`` classes (else None)."""
     torch.manual_seed(seed)
-    flow = build_model(load_config(None, STEPPED[kind]).model, (1, 8, 8), 17)
+    model_cfg = load_config(None, STEPPED[kind]).model
+    classes = CLASSES if model_cfg.class_conditional else 0
+    flow = build_model(model_cfg, (1, 8, 8), 17, num_classes=classes)
     images = torch.randint(0, 17, (32, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, CLASSES, (32,)) if classes else None
     flow.train()
     with torch.no_grad():
-        flow.bpd(images)
-    return perturb(flow, 0.05).to(device), images.to(device)
+        flow.bpd(images, labels=labels)
+    return (perturb(flow, 0.05).to(device), images.to(device),
+            None if labels is None else labels.to(device))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", STEPPED)
 def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind, device):
-    flow, images = trained_like(kind, device=device)
+    flow, images, labels = trained_like(kind, device=device)
     u0 = torch.rand(images.shape, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
-        fp32 = flow.log_bound(images, u0)
+        fp32 = flow.log_bound(images, u0, labels)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            bf16 = flow.log_bound(images, u0)
+            bf16 = flow.log_bound(images, u0, labels)
     assert bf16.dtype == torch.float32  # the flow arithmetic stayed float32
     gap_bits = (fp32 - bf16).abs() / (flow.num_dims * torch.log(torch.tensor(2.0)))
     assert gap_bits.max() < 1e-2
@@ -56,14 +67,19 @@ def test_bf16_objective_is_within_a_hundredth_of_a_bit_of_fp32(kind, device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", STEPPED)
 def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind, device):
-    flow, images = trained_like(kind, device=device)
-    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=device, precision="bf16")
-    losses = [step(images, i, 1e-3).item() for i in range(4)]
+    flow, images, labels = trained_like(kind, device=device)
+    step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=device, precision="bf16",
+                     label_drop=0.0 if labels is None else 0.5)
+    losses = [step(images, i, 1e-3, labels).item() for i in range(4)]
     assert step.health() == (0, 0)  # no step skipped
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     flow.eval()
-    assert_invertible(flow.transform, 2 * torch.randn(4, 1, 8, 8, device=device), atol=1e-4)
-    samples = flow.sample(4, 1.0, generator=torch.Generator().manual_seed(0))
+    context = flow.class_context(None if labels is None else labels[:4], 4)
+    assert_invertible(flow.transform, 2 * torch.randn(4, 1, 8, 8, device=device), atol=1e-4,
+                      context=context)
+    samples = flow.sample(4, 1.0, generator=torch.Generator().manual_seed(0),
+                          labels=None if labels is None else labels[:4],
+                          guidance=None if labels is None else 2.0)
     assert samples.dtype == torch.uint8 and samples.device.type == device.type
     assert torch.equal(flow.decode(flow.encode(images)), images)
 
@@ -71,12 +87,13 @@ def test_bf16_steps_train_with_finite_loss_and_keep_the_flow_invertible(kind, de
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", STEPPED)
 def test_the_objective_compiles_without_graph_breaks(kind, device):
-    flow, images = trained_like(kind, device=device)
+    flow, images, labels = trained_like(kind, device=device)
     u0 = torch.rand(images[:4].shape, generator=torch.Generator().manual_seed(0)).to(device)
+    labels = None if labels is None else labels[:4]
     for precision in ("fp32", "bf16"):
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         with autocast:
-            explanation = torch._dynamo.explain(flow.log_bound)(images[:4], u0)
+            explanation = torch._dynamo.explain(flow.log_bound)(images[:4], u0, labels)
         assert explanation.graph_break_count == 0, explanation.break_reasons
         assert explanation.graph_count == 1
 
@@ -89,12 +106,13 @@ def test_compiled_step_equals_the_eager_step(kind, device, monkeypatch):
     eager and inductor pick other kernels, and TF32's rounding would swamp the check)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch._dynamo.reset()
-    eager_flow, images = trained_like(kind, device=device)
+    eager_flow, images, labels = trained_like(kind, device=device)
     compiled_flow = copy.deepcopy(eager_flow)
     results = []
     for flow, compile in ((eager_flow, False), (compiled_flow, True)):
-        step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=device, compile=compile)
-        loss = step(images, 0, 1e-3)
+        step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=device, compile=compile,
+                         label_drop=0.0 if labels is None else 0.5)
+        loss = step(images, 0, 1e-3, labels)
         grads = [p.grad.clone() for p in flow.parameters()]
         results.append((loss, grads))
     (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
@@ -132,7 +150,7 @@ def test_every_layer_of_a_deep_glow_runs_compiled():
 
 
 def test_the_optimizer_updates_every_parameter_in_one_fused_call():
-    flow, images = trained_like("mixerflow")
+    flow, images, _ = trained_like("mixerflow")
     step = TrainStep(flow, make_optimizer(flow, 1e-3, 0.0), device=CPU)
     step(images, 0, 1e-3)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -145,7 +163,7 @@ def test_the_optimizer_updates_every_parameter_in_one_fused_call():
 
 def test_the_average_of_the_weights_follows_its_decay_by_hand():
     """After steps with weights w1, w2, w3 the average is d (d w1 + (1-d) w2) + (1-d) w3."""
-    flow, images = trained_like("mixerflow")
+    flow, images, _ = trained_like("mixerflow")
     decay = 0.75
     step = TrainStep(flow, make_optimizer(flow, 1e-2, 0.0), device=CPU, ema=decay)
     expected = None
@@ -165,9 +183,9 @@ def test_training_and_the_benchmark_run_the_same_step(tmp_path, monkeypatch):
     calls = []
     original = TrainStep.__call__
 
-    def counted(self, images, index, lr):
+    def counted(self, images, index, lr, labels=None):
         calls.append(images.shape[0])
-        return original(self, images, index, lr)
+        return original(self, images, index, lr, labels)
 
     monkeypatch.setattr(TrainStep, "__call__", counted)
     cfg = load_config(None, [*STEPPED["mixerflow"], "data.val_size=137", "train.steps=3",
