@@ -11,11 +11,22 @@ import os
 import shlex
 import sys
 
-from mixerflow.cli import bench, campaign, compare, embed, evaluate, prepare, probe, sample, train
+from mixerflow.cli import (
+    bench,
+    campaign,
+    classify,
+    compare,
+    embed,
+    evaluate,
+    prepare,
+    probe,
+    sample,
+    train,
+)
 from mixerflow.core.device import resolve_device
 from mixerflow.core.errors import LostPeer, UserError
 
-COMMANDS = (train, evaluate, sample, embed, probe, compare, campaign, prepare, bench)
+COMMANDS = (train, evaluate, sample, classify, embed, probe, compare, campaign, prepare, bench)
 
 
 class _Parser(argparse.ArgumentParser):

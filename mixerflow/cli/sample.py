@@ -18,14 +18,23 @@ from mixerflow.tools import sampling
 from mixerflow.training.checkpoint import load_checkpoint
 
 INTERPOLATION_STEPS = 10
+PER_CLASS = 10  # samples per class of a --class all grid
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("sample",
                                  help="sample grids, reconstructions, interpolations")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--n", type=int, default=64, help="samples per temperature")
+    parser.add_argument("--n", type=int, help="samples per temperature (default 64; with "
+                        f"--class all: per class, default {PER_CLASS})")
     parser.add_argument("--temperature", default="0.7", help="one or several, e.g. 0.5,0.7,1")
+    parser.add_argument("--class", dest="class_", metavar="K|all",
+                        help="class-conditional models: samples of class K (0, 1, …), or "
+                        "'all': one row per class")
+    parser.add_argument("--guidance", type=float, metavar="W",
+                        help="with --class: classifier-free guidance, the conditioners' "
+                        "outputs pushed W times their gap from the no-class pass's (0: plain "
+                        "conditional)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint); "
@@ -43,6 +52,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.n is None:
+        args.n = PER_CLASS if args.class_ == "all" else 64
     common.at_least(args, 1, "n", "batch_size", "reconstruct", "interpolate")
     common.at_least(args, 2, "interpolation_steps")
     temperatures = common.numbers(args.temperature, float, "--temperature")
@@ -56,7 +67,12 @@ def run(args: argparse.Namespace) -> None:
                         "--reconstruct or --interpolate")
     if not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed must lie in 0..{MAX_SEED}, got {args.seed}")
+    if args.guidance is not None and args.class_ is None:
+        raise UserError("--guidance has no effect without --class")
+    if args.guidance is not None and not 0 <= args.guidance < math.inf:
+        raise UserError(f"--guidance must be a finite number of at least 0, got {args.guidance}")
     flow = load_checkpoint(args.checkpoint, args.device)
+    labels = _labels(flow, args)
     _check_sizes_fit(flow, args)
     inputs = common.inputs_of(args.checkpoint, flow.config.data)
     out = common.output_file(args.out, Path(args.checkpoint).with_name("samples.png"), "--out",
@@ -77,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
         if needed > len(test):
             raise UserError(f"asked for {needed} test images but the test split has {len(test)}")
     for temperature, path in grids.items():
-        _samples(flow, args, temperature, path)
+        _samples(flow, args, temperature, path, labels)
     if args.reconstruct:
         path = extra["reconstruct"]
         error = sampling.save_reconstructions(flow, test.images[: args.reconstruct],
@@ -105,15 +121,39 @@ def _check_sizes_fit(flow: ImageFlow, args: argparse.Namespace) -> None:
                    f"{args.interpolation_steps} interpolation steps", "lower --interpolation-steps")
 
 
-def _samples(flow: ImageFlow, args: argparse.Namespace, temperature: float, path: Path) -> None:
-    """``args.n`` samples at ``temperature``: a grid at ``path`` (and the array, ``--npy``)."""
+def _labels(flow: ImageFlow, args: argparse.Namespace) -> torch.Tensor | None:
+    """The class of every sample ``--class`` asks for (``all``: ``--n`` of each class in
+    turn, so ``args.n`` becomes the total), or None."""
+    if args.class_ is None:
+        return None
+    if not flow.num_classes:
+        raise UserError(f"--class: {args.checkpoint} holds an unconditional model (trained "
+                        "without model.class_conditional)")
+    if args.class_ == "all":
+        per_class, args.n = args.n, args.n * flow.num_classes
+        return torch.arange(flow.num_classes).repeat_interleave(per_class)
+    if not args.class_.isdigit() or int(args.class_) >= flow.num_classes:
+        raise UserError(f"--class must be 'all' or a class from 0 to {flow.num_classes - 1}, "
+                        f"got {args.class_!r}")
+    return torch.full((args.n,), int(args.class_))
+
+
+def _samples(flow: ImageFlow, args: argparse.Namespace, temperature: float, path: Path,
+             labels: torch.Tensor | None) -> None:
+    """``args.n`` samples at ``temperature`` (of the classes ``labels``): a grid at ``path``,
+    one row per class for ``--class all`` (and the array, ``--npy``)."""
     start = time.perf_counter()
-    images = sampling.draw_samples(flow, args.n, temperature, args.batch_size, args.seed)
+    images = sampling.draw_samples(flow, args.n, temperature, args.batch_size, args.seed,
+                                   labels, args.guidance)
     seconds = time.perf_counter() - start
-    sampling.save_grid(images, flow.num_levels, path)
+    per_row = args.n // flow.num_classes if args.class_ == "all" else None
+    sampling.save_grid(images, flow.num_levels, path, nrow=per_row)
     if args.npy:
         atomic_write(path.with_suffix(".npy"), lambda file: np.save(file, images.numpy()))
     shown = "" if args.n <= sampling.GRID_LIMIT else f" (the grid shows the first " \
         f"{sampling.GRID_LIMIT}{'' if args.npy else '; --npy saves all'})"
-    print(f"{args.n} samples at temperature {temperature:g} -> {path}{shown} "
+    which = "" if args.class_ is None else (
+        f" of {'every class' if args.class_ == 'all' else 'class ' + args.class_}"
+        f"{'' if args.guidance is None else f', guidance {args.guidance:g}'}")
+    print(f"{args.n} samples{which} at temperature {temperature:g} -> {path}{shown} "
           f"({args.n / seconds:.0f} samples/s)")

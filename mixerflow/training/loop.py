@@ -326,16 +326,20 @@ class Run:
         cfg = self.cfg
         generator = torch.Generator().manual_seed(cfg.train.seed)
         started = time.perf_counter()
+        classes = self.flow.num_classes  # class-conditional: column k shows class k
+        labels = torch.arange(cfg.log.num_samples) % classes if classes else None
         samples = self.evaluated()[""].sample(cfg.log.num_samples, cfg.log.temperature,
-                                              generator=generator)
+                                              generator=generator, labels=labels)
         result["sample_images_per_s"] = cfg.log.num_samples / (time.perf_counter() - started)
-        save_grid(samples, self.flow.num_levels, self.run_dir / "samples.png")
+        save_grid(samples, self.flow.num_levels, self.run_dir / "samples.png",
+                  nrow=classes or None)
         self.log.log(result)
         atomic_write_text(self.run_dir / "results.json", json.dumps(result, indent=2))
         raw = (f" (trained weights {result['test_bpd_raw']:.4f}; the figure is the "
                "weights' moving average's)" if "test_bpd_raw" in result else "")
-        print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f}{raw} over "
-              f"{len(self.splits.test)} images after {self.progress.step} steps "
+        given = " given each image's class" if self.flow.num_classes else ""
+        print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f}{raw}{given} "
+              f"over {len(self.splits.test)} images after {self.progress.step} steps "
               f"({self.progress.elapsed / 60:.1f} min, {result['train_images_per_s']:.0f} "
               f"images/s); run folder {self.run_dir}")
 

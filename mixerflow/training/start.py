@@ -230,9 +230,10 @@ def class_count(cfg: Config, splits: Splits) -> int:
 
 def _fresh_model(cfg: Config, splits: Splits, device: torch.device) -> ImageFlow:
     """Every rank initialises from the same images; DDP then broadcasts rank 0's."""
+    classes = class_count(cfg, splits)
     check_model_fits(cfg.model, splits.image_shape, device)
     flow = build_model(cfg.model, splits.image_shape, splits.num_levels,
-                       cfg.data.permute_pixels, class_count(cfg, splits)).to(device)
+                       cfg.data.permute_pixels, classes).to(device)
     initialize_actnorm(flow, splits.train, cfg.train.init_batch_size, device)
     return flow
 

@@ -523,6 +523,28 @@ CASES = {
     "imagenet not prepared": Case([*TRAIN, "data.name=imagenet64", "data.root={tmp}"],
                                   "is read from a prepared store at"),
     # checkpoints
+    # class conditioning
+    "class-conditional on data of one class": Case(
+        [*TRAIN, "data.name=npz:{tmp}/npz", "data.val_size=4", "train.init_batch_size=32",
+         "model.class_conditional=true"],
+        "has no labels of two or more classes",
+        npz_set(np.zeros((50, 192), np.uint8), labels=np.zeros(50, np.int64))),
+    "label drop of an unconditional model": Case(
+        [*TRAIN, "model.label_drop=0.2"], "'model.label_drop' applies to class-conditional"),
+    "label drop of one": Case([*TRAIN, "model.class_conditional=true", "model.label_drop=1"],
+                              "'model.label_drop' must lie in [0, 1)"),
+    "class from an unconditional model": Case(
+        ["sample", "--checkpoint", CKPT, "--class", "3", "--out", "{tmp}/s.png"],
+        "holds an unconditional model"),
+    "guidance without a class": Case(["sample", "--checkpoint", CKPT, "--guidance", "2"],
+                                     "--guidance has no effect without --class"),
+    "negative guidance": Case(["sample", "--checkpoint", CKPT, "--class", "all",
+                               "--guidance", "-1"], "--guidance must be a finite number"),
+    "classify with an unconditional model": Case(["classify", "--checkpoint", CKPT],
+                                                 "only a class-conditional one classifies"),
+    "checkpoint with classes its config lacks": Case(
+        ["sample", "--checkpoint", "{tmp}/bad.pt"], "num_classes 10 does not fit",
+        checkpoint_copy(put(10, "num_classes"))),
     "checkpoint missing": Case(["sample", "--checkpoint", "{tmp}/gone.pt"], "not found"),
     "checkpoint is text": Case(["sample", "--checkpoint", "{tmp}/bad.pt"],
                                "is corrupt or not a torch file", garbage("bad.pt")),

@@ -9,7 +9,7 @@ from flowcheck import perturb
 from mixerflow import load_config, load_splits
 from mixerflow.models import build_model
 from mixerflow.training import distributed
-from mixerflow.training.evaluate import EVAL_SEED, evaluate_bpd, image_bpd
+from mixerflow.training.evaluate import EVAL_SEED, classification, evaluate_bpd, image_bpd
 from support import SMALL
 
 
@@ -69,3 +69,25 @@ def test_per_image_values_give_the_figure_and_pair_two_models():
         by_hand = -flow.eval().log_prob(first, generator=generator).double() / (64 * math.log(2))
     assert torch.allclose(values[:50], by_hand, atol=1e-6)
     assert torch.equal(image_bpd(flow, test, 50), values)
+
+
+def test_the_generative_classifier_and_its_bits_per_dim_by_hand():
+    """Two images, two classes of prior 0.25 / 0.75, 4 dimensions: the posterior's argmax,
+    the bits/dim given the true class and of the mixture, computed by hand."""
+    scores = torch.tensor([[-10.0, -11.0], [-20.0, -19.5]], dtype=torch.float64)
+    labels = torch.tensor([0, 0])
+    log_prior = torch.log(torch.tensor([0.25, 0.75], dtype=torch.float64))
+    report = classification(scores, labels, log_prior, num_dims=4)
+    # image 0: -10 + log .25 = -11.386 loses to -11 + log .75 = -11.288; image 1 is a 1
+    assert report["accuracy"] == 0.0
+    bits = 4 * math.log(2)
+    given = [10 / bits, 20 / bits]
+    assert report["bpd_given_class"][0] == pytest.approx(sum(given) / 2)
+    mixture = [-math.log(0.25 * math.exp(-10) + 0.75 * math.exp(-11)) / bits,
+               -math.log(0.25 * math.exp(-20) + 0.75 * math.exp(-19.5)) / bits]
+    assert report["bpd_mixture"][0] == pytest.approx(sum(mixture) / 2)
+    assert report["bpd_mixture"][1] == pytest.approx(abs(mixture[0] - mixture[1]) / 2)
+    assert report["per_class"] == {0: {"count": 2, "accuracy": 0.0,
+                                       "bpd_given_class": pytest.approx(sum(given) / 2)}}
+    uniform = classification(scores, labels, torch.log(torch.tensor([0.5, 0.5])), num_dims=4)
+    assert uniform["accuracy"] == 0.5  # with a flat prior image 0 goes to its class
