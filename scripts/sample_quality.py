@@ -11,6 +11,11 @@ of the samples and of 2,000 test images (lower is better), the classifier's mean
 confidence and its class histogram, and the mean pixel value. A first line scores ``--n``
 real training images and gives the classifier's accuracy on the whole test split.
 
+A class-conditional checkpoint draws sample ``i`` of class ``i mod K`` at each ``--guidance``
+(default 0, plain conditional) and adds the samples' class accuracy: the share the
+classifier puts in the class they were drawn for. A checkpoint trained on noisy images
+(``model.dequantization: gaussian``) is scored without and with ``--denoise``.
+
 This is the FID recipe with a small in-domain classifier instead of Inception: a yardstick
 for comparing runs measured side by side, not a number to compare across papers.
 """
@@ -106,6 +111,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, nargs="+", default=[0.7, 1.0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=2, help="classifier training epochs")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0],
+                        help="class-conditional checkpoints: guidance weights to sample at")
     parser.add_argument(
         "--classifier", help="cache (default runs/sample_quality_<data>_<epochs>ep.pt)"
     )
@@ -133,21 +140,33 @@ def main() -> None:
         )
     )
     for path, flow in flows.items():
-        for temperature in args.temperature:
-            samples = draw_samples(flow, args.n, temperature, batch_size=500, seed=0)
+        for temperature, guidance, denoise in settings(flow, args):
+            labels = torch.arange(args.n) % flow.num_classes if flow.num_classes else None
+            samples = draw_samples(flow, args.n, temperature, batch_size=500, seed=0,
+                                   labels=labels, guidance=guidance, denoise=denoise)
             sampled, probs = features(model, samples, splits.num_levels)
-            print(
-                json.dumps(
-                    {
-                        "checkpoint": path,
-                        "temperature": temperature,
-                        "frechet": round(frechet_distance(reference, sampled), 1),
-                        "confidence": round(float(probs.max(1).mean()), 3),
-                        "classes": np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
-                        "mean_pixel": round(float(samples.float().mean()), 1),
-                    }
-                )
-            )
+            line = {
+                "checkpoint": path,
+                "temperature": temperature,
+                "frechet": round(frechet_distance(reference, sampled), 1),
+                "confidence": round(float(probs.max(1).mean()), 3),
+                "classes": np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
+                "mean_pixel": round(float(samples.float().mean()), 1),
+            }
+            if labels is not None:
+                line |= {"guidance": guidance, "class_accuracy": round(float(
+                    (probs.argmax(1) == labels.numpy()).mean()), 4)}
+            if flow.noise_std:
+                line["denoised"] = denoise
+            print(json.dumps(line), flush=True)
+
+
+def settings(flow, args: argparse.Namespace) -> list[tuple[float, float | None, bool]]:
+    """``(temperature, guidance, denoise)`` of each scoring of ``flow``: guidance only for a
+    class-conditional flow, denoising both ways for a noisy-image flow."""
+    guidances = args.guidance if flow.num_classes else [None]
+    denoising = [False, True] if flow.noise_std else [False]
+    return [(t, g, d) for t in args.temperature for g in guidances for d in denoising]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import argparse
 
 from mixerflow.cli import common
+from mixerflow.core.errors import UserError
 from mixerflow.data.images import require_labels
 from mixerflow.training.checkpoint import load_checkpoint
 from mixerflow.training.evaluate import evaluate_bpd
@@ -25,10 +26,14 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     common.at_least(args, 1, "batch_size", "samples")
     flow = load_checkpoint(args.checkpoint, args.device)
+    if args.samples > 1 and flow.noise_std:
+        raise UserError("--samples tightens a bound on the discrete likelihood; this model "
+                        "gives densities of noisy images (model.dequantization: gaussian)")
     images = getattr(common.splits_of(flow.config.data, args, flow), args.split)
     if flow.num_classes:
         require_labels(images.labels, flow.num_classes, f"the {args.split} split")
     bpd, se = evaluate_bpd(flow, images, args.batch_size, samples=args.samples)
     bound = f" (importance-weighted, {args.samples} draws each)" if args.samples > 1 else ""
-    given = " given each image's class (mixerflow classify: of p(x))" if flow.num_classes else ""
-    print(f"{args.split} bits/dim {bpd:.4f} ± {se:.4f}{bound} over {len(images)} images{given}")
+    meaning = f" {flow.bpd_meaning()}" if flow.bpd_meaning() else ""
+    print(f"{args.split} bits/dim {bpd:.4f} ± {se:.4f}{bound} over {len(images)} images"
+          f"{meaning}")

@@ -35,6 +35,9 @@ def add_parser(commands) -> None:
                         help="with --class: classifier-free guidance, the conditioners' "
                         "outputs pushed W times their gap from the no-class pass's (0: plain "
                         "conditional)")
+    parser.add_argument("--denoise", action="store_true",
+                        help="models trained on noisy images (model.dequantization: gaussian): "
+                        "one score step of the model's own density removes the noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint); "
@@ -72,6 +75,10 @@ def run(args: argparse.Namespace) -> None:
     if args.guidance is not None and not 0 <= args.guidance < math.inf:
         raise UserError(f"--guidance must be a finite number of at least 0, got {args.guidance}")
     flow = load_checkpoint(args.checkpoint, args.device)
+    if args.denoise and not flow.noise_std:
+        raise UserError(f"--denoise: {args.checkpoint} was trained on dequantized images, not "
+                        "noisy ones (model.dequantization: gaussian); its samples hold no "
+                        "noise to remove")
     labels = _labels(flow, args)
     _check_sizes_fit(flow, args)
     inputs = common.inputs_of(args.checkpoint, flow.config.data)
@@ -144,7 +151,7 @@ def _samples(flow: ImageFlow, args: argparse.Namespace, temperature: float, path
     one row per class for ``--class all`` (and the array, ``--npy``)."""
     start = time.perf_counter()
     images = sampling.draw_samples(flow, args.n, temperature, args.batch_size, args.seed,
-                                   labels, args.guidance)
+                                   labels, args.guidance, args.denoise)
     seconds = time.perf_counter() - start
     per_row = args.n // flow.num_classes if args.class_ == "all" else None
     sampling.save_grid(images, flow.num_levels, path, nrow=per_row)
@@ -155,5 +162,6 @@ def _samples(flow: ImageFlow, args: argparse.Namespace, temperature: float, path
     which = "" if args.class_ is None else (
         f" of {'every class' if args.class_ == 'all' else 'class ' + args.class_}"
         f"{'' if args.guidance is None else f', guidance {args.guidance:g}'}")
+    which += ", denoised" if args.denoise else ""
     print(f"{args.n} samples{which} at temperature {temperature:g} -> {path}{shown} "
           f"({args.n / seconds:.0f} samples/s)")

@@ -35,6 +35,11 @@ def fair_configs(configs: dict[str, Config], match_params: bool = True) -> dict[
     from its own config, its width matched to the first model's parameter count."""
     first_name, first = next(iter(configs.items()))
     models = {name: cfg.model for name, cfg in configs.items()}
+    noisy = [name for name, model in models.items() if model.dequantization == "gaussian"]
+    if noisy and len(noisy) < len(models):
+        raise UserError(f"{', '.join(noisy)} {'models' if len(noisy) == 1 else 'model'} noisy "
+                        "images (model.dequantization: gaussian), whose bits/dim are no bound "
+                        "on the discrete likelihood the others give; compare them apart")
     if match_params:
         shape = image_shape_of(first.data)
         classes = (load_splits(first.data).class_count(first.data.name)

@@ -97,11 +97,14 @@ def write_benchmark(report: dict, out_dir: Path, command: str) -> None:
 
 
 def _bpd_cell(model: dict) -> str:
+    """The test bits/dim and its spread, with what they are of where that is not the
+    discrete bound (given the class, or of noisy images)."""
     runs = model["runs"]
+    meaning = f" {runs[0]['bits_per_dim_of']}" if "bits_per_dim_of" in runs[0] else ""
     if len(runs) == 1:
-        return f"{runs[0]['test_bpd']:.4f} ± {runs[0]['test_bpd_se']:.4f} (s.e.)"
+        return f"{runs[0]['test_bpd']:.4f} ± {runs[0]['test_bpd_se']:.4f} (s.e.){meaning}"
     bpd = model["summary"]["test_bpd"]
-    return f"{bpd['mean']:.4f} ± {bpd['std']:.4f} (std, {len(runs)} seeds)"
+    return f"{bpd['mean']:.4f} ± {bpd['std']:.4f} (std, {len(runs)} seeds){meaning}"
 
 
 def _memory_cell(mean: dict, device: str) -> str:

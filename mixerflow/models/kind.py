@@ -10,6 +10,7 @@ sampling, embeddings, ``compare`` and ``bench``. ``ToyConfig`` extends :class:`M
 """
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from mixerflow.transforms.coupling import COUPLINGS
 from mixerflow.transforms.dequantization import DEQUANTIZATIONS
 
 DEFAULT_LABEL_DROP = 0.1  # TarFlow's share of unconditional steps for guidance
+# logit-scale σ of gaussian noise: about 1.4 pixel levels at black or white (where a level
+# spans 0.074 in logit) and 7 at mid-grey (0.014), with the default alpha of 0.05
+DEFAULT_NOISE_STD = 0.1
 
 
 @dataclass
@@ -37,9 +41,12 @@ class ModelConfig:
     num_bins: int = 8  # rq-spline only
     tail_bound: float = 4.0  # rq-spline only
     alpha: float = 0.05  # logit margin
-    dequantization: str = "uniform"  # uniform | variational (a learned q(u | x), Flow++)
+    # uniform | variational (a learned q(u | x), Flow++) | gaussian (no dequantization:
+    # N(0, noise_std²) noise on the logit scale, TarFlow's recipe; a density of noisy images)
+    dequantization: str = "uniform"
     dequant_hidden: int = 16  # variational: the dequantizer's conv width …
     dequant_steps: int = 2  # … and its number of checkerboard couplings
+    noise_std: float | None = None  # gaussian: σ on the logit scale (None: 0.1)
     class_conditional: bool = False  # p(x | class): labels as the conditioners' context
     label_drop: float | None = None  # class-conditional: the share of labels replaced by the
     # no-class token in training, so the model is unconditional too (None: 0.1)
@@ -60,6 +67,10 @@ class ModelConfig:
         schema.require(0 <= self.alpha < 0.5, "model.alpha", "must lie in [0, 0.5)")
         schema.choice(self.dequantization, "model.dequantization", DEQUANTIZATIONS)
         schema.at_least(self, "model.", 1, "dequant_hidden", "dequant_steps")
+        schema.require(self.noise_std is None or self.dequantization == "gaussian",
+                       "model.noise_std", "applies to model.dequantization: gaussian only")
+        schema.require(self.noise_std is None or 0 < self.noise_std < math.inf,
+                       "model.noise_std", "must be a positive number")
         schema.require(not self.class_conditional or MODEL_KINDS[self.kind].transform
                        .CLASS_CONDITIONAL, "model.class_conditional",
                        f"model.kind {self.kind} has no class-conditional form")
@@ -67,6 +78,13 @@ class ModelConfig:
                        "applies to class-conditional models only (model.class_conditional)")
         schema.require(self.label_drop is None or 0 <= self.label_drop < 1, "model.label_drop",
                        "must lie in [0, 1)")
+
+    @property
+    def noise_scale(self) -> float:
+        """σ of the logit-scale noise of a ``gaussian`` model (0: the other objectives)."""
+        if self.dequantization != "gaussian":
+            return 0.0
+        return DEFAULT_NOISE_STD if self.noise_std is None else self.noise_std
 
     @property
     def drop_rate(self) -> float:

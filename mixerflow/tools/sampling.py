@@ -31,18 +31,20 @@ def save_grid(
 
 def draw_samples(
     flow, num_samples: int, temperature: float, batch_size: int, seed: int,
-    labels: torch.Tensor | None = None, guidance: float | None = None,
+    labels: torch.Tensor | None = None, guidance: float | None = None, denoise: bool = False,
 ) -> torch.Tensor:
     """uint8 samples ``(N, C, H, W)``, ``batch_size`` at a time into one preallocated tensor
     (the only memory that grows with N); the same for the same seed. A class-conditional
-    flow draws sample ``i`` of class ``labels[i]`` (None: no class) with ``guidance``."""
+    flow draws sample ``i`` of class ``labels[i]`` (None: no class) with ``guidance``;
+    ``denoise``: a noisy-image flow's samples denoised (``ImageFlow.denoise``)."""
     generator = torch.Generator().manual_seed(seed)
     samples = torch.empty((num_samples, *flow.image_shape), dtype=torch.uint8)
     for start in range(0, num_samples, batch_size):
         count = min(batch_size, num_samples - start)
         part = None if labels is None else labels[start : start + count]
         samples[start : start + count] = flow.sample(count, temperature, generator=generator,
-                                                     labels=part, guidance=guidance)
+                                                     labels=part, guidance=guidance,
+                                                     denoise=denoise)
     return samples
 
 

@@ -309,8 +309,10 @@ class Run:
             figures |= {f"test_bpd{suffix}": bpd, f"test_bpd{suffix}_se": se}
         peak_memory = peak_memory_mb(device)
         images_per_s = progress.step * cfg.train.batch_size / max(progress.elapsed, 1e-9)
+        meaning = self.flow.bpd_meaning()
         return {
             "model": cfg.model.kind, "step": progress.step, **figures,
+            **({"bits_per_dim_of": meaning} if meaning else {}),
             "num_params": count_parameters(self.flow),
             "elapsed_s": progress.elapsed, "train_images_per_s": images_per_s,
             "peak_memory_mb": peak_memory,
@@ -337,8 +339,9 @@ class Run:
         atomic_write_text(self.run_dir / "results.json", json.dumps(result, indent=2))
         raw = (f" (trained weights {result['test_bpd_raw']:.4f}; the figure is the "
                "weights' moving average's)" if "test_bpd_raw" in result else "")
-        given = " given each image's class" if self.flow.num_classes else ""
-        print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f}{raw}{given} "
+        meaning = self.flow.bpd_meaning()
+        print(f"test bits/dim {result['test_bpd']:.4f} ± {result['test_bpd_se']:.4f}{raw}"
+              f"{' ' + meaning if meaning else ''} "
               f"over {len(self.splits.test)} images after {self.progress.step} steps "
               f"({self.progress.elapsed / 60:.1f} min, {result['train_images_per_s']:.0f} "
               f"images/s); run folder {self.run_dir}")

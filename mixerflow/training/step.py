@@ -23,7 +23,7 @@ from mixerflow.data.images import ImageSet
 from mixerflow.models.flow import ImageFlow
 from mixerflow.nn.precision import autocast_for
 from mixerflow.training.distributed import Distributed
-from mixerflow.transforms.preprocess import bits_per_dim, uniform_noise
+from mixerflow.transforms.preprocess import bits_per_dim
 
 OBJECTIVE_RANGE = "mixerflow.objective"  # profiler range: the forward and backward of the loss
 # DDP syncs buffers once at the start, not every forward: ours are fixed after ActNorm's init
@@ -167,7 +167,7 @@ class TrainStep:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with record_function(OBJECTIVE_RANGE):
-            u0 = uniform_noise(images, self.noise, self.world.part)
+            u0 = self.flow.draw_noise(images, self.noise, self.world.part)
             if labels is not None and self.label_drop:
                 labels = drop_labels(labels, self.label_drop, self.flow.num_classes,
                                      self.noise, self.world.part)

@@ -20,7 +20,8 @@ from torch.nn import functional as F
 from mixerflow.nn.conditioners import ConvConditioner
 from mixerflow.transforms.coupling import bounded_scale
 
-DEQUANTIZATIONS = ("uniform", "variational")
+# gaussian: no dequantization but noise added on the logit scale (ImageFlow.noise_std)
+DEQUANTIZATIONS = ("uniform", "variational", "gaussian")
 # u0 is a float32 draw from [0, 1): kept one float32 step inside (0, 1) so logit(u0) is finite
 _EDGE = 2.0**-24
 

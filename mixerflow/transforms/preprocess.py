@@ -45,11 +45,26 @@ def uniform_noise(
     ``n`` equal parts of a global batch; the noise of the whole batch is drawn and part
     ``i`` kept, so an image's noise does not depend on how many processes share the batch.
     """
+    return _draw(torch.rand, images, generator, part)
+
+
+def gaussian_noise(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    part: tuple[int, int] = (0, 1),
+) -> torch.Tensor:
+    """``ε ~ N(0, 1)`` of the shape of ``images``, drawn as :func:`uniform_noise` draws."""
+    return _draw(torch.randn, images, generator, part)
+
+
+def _draw(sampler, images: torch.Tensor, generator: torch.Generator | None,
+          part: tuple[int, int]) -> torch.Tensor:
+    """``sampler``'s values for part ``part`` of a global batch of ``images``' shape."""
     where = generator.device if generator is not None else images.device
     index, parts = part
     count = images.shape[0]
-    u = torch.rand((parts * count, *images.shape[1:]), generator=generator, device=where)
-    return u[index * count : (index + 1) * count].to(images.device)
+    values = sampler((parts * count, *images.shape[1:]), generator=generator, device=where)
+    return values[index * count : (index + 1) * count].to(images.device)
 
 
 def bits_per_dim(log_prob: torch.Tensor, num_dims: int) -> torch.Tensor:

@@ -542,6 +542,14 @@ CASES = {
                                "--guidance", "-1"], "--guidance must be a finite number"),
     "classify with an unconditional model": Case(["classify", "--checkpoint", CKPT],
                                                  "only a class-conditional one classifies"),
+    "noise scale without noisy images": Case(
+        [*TRAIN, "model.noise_std=0.1"],
+        "'model.noise_std' applies to model.dequantization: gaussian only"),
+    "noise scale of zero": Case([*TRAIN, "model.dequantization=gaussian", "model.noise_std=0"],
+                                "'model.noise_std' must be a positive number"),
+    "denoising a model of dequantized images": Case(
+        ["sample", "--checkpoint", CKPT, "--denoise", "--out", "{tmp}/s.png"],
+        "was trained on dequantized images"),
     "checkpoint with classes its config lacks": Case(
         ["sample", "--checkpoint", "{tmp}/bad.pt"], "num_classes 10 does not fit",
         checkpoint_copy(put(10, "num_classes"))),

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mixerflow.cli import main
-from mixerflow.experiments.compare import fair_configs, recipe_note
+from mixerflow.core.errors import UserError
+from mixerflow.experiments.compare import conditioning_note, fair_configs, recipe_note
 from mixerflow.models import build_model
 from mixerflow.models.flow import count_parameters
 from mixerflow.training.config import load_configs
@@ -68,6 +69,21 @@ def test_widths_are_matched_on_the_transforms_whatever_each_model_dequantizes_wi
     assert count_parameters(flows["mixerflow"].dequantizer) > 0
     assert recipe_note(matched["uniform"]) is None
     assert "(mixerflow: variational, glow: uniform)" in recipe_note(matched["learned"])
+    noisy = {**uniform, "mixerflow": dataclasses.replace(first, model=dataclasses.replace(
+        first.model, dequantization="gaussian"))}
+    with pytest.raises(UserError, match="mixerflow models noisy images"):
+        fair_configs(noisy)  # a density of noisy images is no bound: never in one table
+
+
+def test_class_conditional_models_are_matched_with_their_class_tables():
+    configs = dict(zip(("mixerflow", "glow"), load_configs(
+        list(QUICKSTARTS.values()), ["model.class_conditional=true"]), strict=True))
+    matched = fair_configs(configs)
+    flows = {name: build_model(cfg.model, (1, 8, 8), 17, num_classes=10)
+             for name, cfg in matched.items()}
+    counts = {name: count_parameters(flow.transform) for name, flow in flows.items()}
+    assert abs(counts["glow"] - counts["mixerflow"]) <= 0.05 * counts["mixerflow"]
+    assert "mixerflow, glow are class-conditional" in conditioning_note(matched)
 
 
 @pytest.mark.slow
