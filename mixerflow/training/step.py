@@ -23,7 +23,7 @@ from mixerflow.data.images import ImageSet
 from mixerflow.models.flow import ImageFlow
 from mixerflow.nn.precision import autocast_for
 from mixerflow.training.distributed import Distributed
-from mixerflow.transforms.preprocess import bits_per_dim
+from mixerflow.transforms.preprocess import bits_per_dim, uniform_noise
 
 OBJECTIVE_RANGE = "mixerflow.objective"  # profiler range: the forward and backward of the loss
 # DDP syncs buffers once at the start, not every forward: ours are fixed after ActNorm's init
@@ -99,12 +99,9 @@ class LogBound(nn.Module):
 def drop_labels(labels: torch.Tensor, rate: float, no_class: int, generator: torch.Generator,
                 part: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """``labels (B,)`` with a share ``rate`` replaced by ``no_class``, drawn by ``generator``
-    for the whole global batch of which ``labels`` are part ``part`` (as
-    :func:`~mixerflow.transforms.preprocess.uniform_noise` draws the noise)."""
-    index, parts = part
-    count = len(labels)
-    draws = torch.rand(parts * count, generator=generator, device=generator.device)
-    dropped = draws[index * count : (index + 1) * count].to(labels.device) < rate
+    for the whole global batch of which ``labels`` are part ``part`` (one uniform draw per
+    label, by :func:`~mixerflow.transforms.preprocess.uniform_noise`, as the noise)."""
+    dropped = uniform_noise(labels, generator, part) < rate
     return torch.where(dropped, no_class, labels)
 
 
